@@ -1,0 +1,92 @@
+"""Core commands: info, validate, stats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ..annotations import OFFICIAL_ROWS, git_blob_id, is_official, load_lesions
+from ..stats import dataset_stats
+from ..validation import validate as validate_csv
+from . import main
+from ._common import console, fail_cleanly, find_csv, progress_bar
+
+
+@main.command()
+@click.argument("root_or_csv", type=click.Path(exists=True, path_type=Path))
+def info(root_or_csv: Path) -> None:
+    """Describe a DL_info.csv, or a dataset root (folder with Images_png/ and DL_info.csv)."""
+    with fail_cleanly():
+        root = root_or_csv if root_or_csv.is_dir() else None
+        csv_path = find_csv(root_or_csv) if root is None or (root / "DL_info.csv").is_file() \
+            else None
+        if csv_path is not None:
+            table = load_lesions(csv_path)
+            stats = dataset_stats(table)
+            official = is_official(csv_path)
+            console.print(f"[bold]{csv_path}[/bold]")
+            console.print(f"  git blob id {git_blob_id(csv_path)}: "
+                          + ("[green]the official DL_info.csv[/green]" if official else
+                             f"not the official DL_info.csv ({len(table)} of "
+                             f"{OFFICIAL_ROWS} rows; a split, excerpt or modified copy)"))
+            console.print(f"  {stats['lesions']} lesions on {stats['key_slices']} key slices, "
+                          f"{stats['series']} series, {stats['studies']} studies, "
+                          f"{stats['patients']} patients")
+            fatal = sum(p.fatal for p in table.problems)
+            if table.problems:
+                console.print(f"  {fatal} fatal problems, {len(table.problems) - fatal} "
+                              "warnings (run `deeplesion validate`)")
+        if root is not None:
+            images = root / "Images_png"
+            folders = [p for p in images.iterdir() if p.is_dir()] if images.is_dir() else []
+            n_slices = sum(1 for f in folders for _ in f.glob("*.png"))
+            console.print(f"[bold]{root}[/bold]: {len(folders)} series folders, "
+                          f"{n_slices} slices in Images_png/")
+            if csv_path is not None:
+                present = sum(1 for l in {l.png_relpath for l in table}
+                              if (root / l).is_file())
+                console.print(f"  key slices present: {present} of {stats['key_slices']}")
+
+
+@main.command()
+@click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, dir_okay=False,
+                                                          path_type=Path))
+@click.option("--images", "images_root", type=click.Path(exists=True, file_okay=False,
+                                                         path_type=Path),
+              help="Dataset root; also check that every key slice PNG exists.")
+@click.option("--max-shown", default=50, show_default=True, help="Problems to print.")
+def validate(csv_path: Path, images_root: Path | None, max_shown: int) -> None:
+    """Check every row of a DL_info.csv; exit 1 when any problem is found."""
+    with fail_cleanly(), progress_bar("validating rows", None) as update:
+        report = validate_csv(csv_path, images_root=images_root, progress=update)
+    for problem in report.problems[:max_shown]:
+        console.print(str(problem), markup=False, highlight=False)
+    if len(report.problems) > max_shown:
+        console.print(f"... and {len(report.problems) - max_shown} more")
+    console.print(f"{report.rows} rows: {len(report.fatal)} errors, "
+                  f"{len(report.warnings)} warnings")
+    if report.problems:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def stats(csv_path: Path, as_json: bool) -> None:
+    """Counts of lesions, key slices, series, studies, patients, splits and types."""
+    with fail_cleanly():
+        result = dataset_stats(load_lesions(find_csv(csv_path)))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=str(csv_path), show_header=False)
+    for key in ("lesions", "key_slices", "series", "studies", "patients", "noisy"):
+        table.add_row(key.replace("_", " "), str(result[key]))
+    for split, n in result["by_split"].items():
+        table.add_row(f"split {split}", str(n))
+    for name, n in result["by_type"].items():
+        table.add_row(f"type {name}", str(n))
+    console.print(table)

@@ -1,0 +1,35 @@
+"""Typed errors. Each also subclasses the built-in it refines."""
+
+from __future__ import annotations
+
+
+class DeepLesionError(Exception):
+    """Base class of every error this package raises."""
+
+
+class AnnotationError(DeepLesionError, ValueError):
+    """A DL_info.csv cell or row that cannot be used.
+
+    Carries the file, 1-based line number, column name and offending value.
+    """
+
+    def __init__(self, message: str, *, file: str = "", line: int | None = None,
+                 column: str = "", value: object = None) -> None:
+        self.file, self.line, self.column, self.value = file, line, column, value
+        where = ", ".join(
+            part for part in (
+                f"file {file}" if file else "",
+                f"line {line}" if line is not None else "",
+                f"column {column}" if column else "",
+                f"value {value!r}" if value is not None else "",
+            ) if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ImageReadError(DeepLesionError, OSError):
+    """A slice PNG that is missing, unreadable or not 16-bit."""
+
+
+class FingerprintError(DeepLesionError, ValueError):
+    """A file that is not the one an operation requires (e.g. not the official DL_info.csv)."""
