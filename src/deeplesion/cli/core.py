@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from ..annotations import OFFICIAL_ROWS, git_blob_id, is_official, load_lesions
+from ..completeness import completeness
 from ..stats import dataset_stats
 from ..validation import validate as validate_csv
 from . import main
@@ -46,9 +47,12 @@ def info(root_or_csv: Path) -> None:
             console.print(f"[bold]{root}[/bold]: {len(folders)} series folders, "
                           f"{n_slices} slices in Images_png/")
             if csv_path is not None:
-                present = sum(1 for l in {l.png_relpath for l in table}
-                              if (root / l).is_file())
-                console.print(f"  key slices present: {present} of {stats['key_slices']}")
+                c = completeness(root, table)
+                console.print(f"  series present: {c.series_present} of {c.series_expected} "
+                              f"({c.series_complete} complete)")
+                console.print(f"  slices present: {c.slices_present} of {c.slices_expected}")
+                console.print(f"  key slices present: {c.key_slices_present} of "
+                              f"{c.key_slices_expected}")
 
 
 @main.command()
