@@ -125,12 +125,12 @@ def member_relpath(name: str) -> PurePosixPath:
 
 def _member_kind(info: zipfile.ZipInfo) -> str:
     """``file``, ``dir``, ``link`` or ``special`` from the member's Unix mode bits."""
-    mode = info.external_attr >> 16
-    if info.is_dir() or (mode and stat.S_ISDIR(mode)):
+    file_type = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip records no type
+    if info.is_dir() or file_type == stat.S_IFDIR:
         return "dir"
-    if mode and stat.S_ISLNK(mode):
+    if file_type == stat.S_IFLNK:
         return "link"
-    if mode and not stat.S_ISREG(mode):
+    if file_type not in (0, stat.S_IFREG):
         return "special"
     return "file"
 
@@ -179,8 +179,9 @@ def extract_archive(zip_path: str | Path, root: str | Path, *,
     with archive:
         infos = archive.infolist()
         result.members = len(infos)
+        safe_folders: set[Path] = set()  # folders already checked to lie inside ROOT
         for done, info in enumerate(infos, start=1):
-            problem = _extract_member(archive, info, root, root_real, result)
+            problem = _extract_member(archive, info, root, root_real, result, safe_folders)
             if problem:
                 result.problems.append(MemberProblem(name, info.filename, problem))
             if progress is not None:
@@ -189,7 +190,7 @@ def extract_archive(zip_path: str | Path, root: str | Path, *,
 
 
 def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, root: Path,
-                    root_real: str, result: ArchiveResult) -> str:
+                    root_real: str, result: ArchiveResult, safe_folders: set[Path]) -> str:
     """Extract one member; returns a problem description, or '' when all went well."""
     try:
         rel = member_relpath(info.filename)
@@ -201,18 +202,22 @@ def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, root: Path,
     if kind == "special":
         return "special file (device, fifo or socket) refused"
     target = root.joinpath(*rel.parts)
-    if not _inside(target, root_real):
-        return "path resolves outside ROOT (through a link) and was refused"
+    folder = target if kind == "dir" else target.parent
+    outside = "path resolves outside ROOT (through a link) and was refused"
     try:
+        if folder not in safe_folders:
+            if not _inside(folder, root_real):
+                return outside
+            folder.mkdir(parents=True, exist_ok=True)
+            if not _inside(folder, root_real):  # a link raced into place meanwhile
+                return outside
+            safe_folders.add(folder)
         if kind == "dir":
-            target.mkdir(parents=True, exist_ok=True)
             return ""
+        # An existing link at ``target`` itself is harmless: os.replace swaps the link out.
         if _already_extracted(target, info):
             result.skipped += 1
             return ""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not _inside(target, root_real):  # a link raced into place while creating folders
-            return "path resolves outside ROOT (through a link) and was refused"
     except OSError as exc:
         raise ExtractError(f"{target}: cannot write ({exc})") from exc
     try:
