@@ -23,7 +23,10 @@ from deeplesion.download import (RELEASE_PAGE, ManifestEntry, ManifestError, dow
                                  verify)
 
 REPO = Path(__file__).resolve().parents[1]
-OFFICIAL_TSV = REPO.parent / "shared" / "data" / "official-downloads.tsv"
+# the release's URL list sits next to the real-data folder (read, never copied)
+OFFICIAL_TSV = Path(os.environ.get("DEEPLESION_REAL_DATA",
+                                   REPO.parent / "shared" / "data" / "deeplesion-real")
+                    ).parent / "official-downloads.tsv"
 SEND_CHUNK = 16 * 1024
 
 
@@ -423,3 +426,37 @@ def test_dl_info_is_fetched_when_the_manifest_lists_it(tmp_path, server, files):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "d" / "DL_info.csv").read_bytes() == server.files["DL_info.csv"]
     assert RELEASE_PAGE not in result.output
+
+
+def test_sample_zips_download_verify_extract_end_to_end(tmp_path, sample_root):
+    """Zips of the synthetic sample through a server that hangs up every 300 KB."""
+    import zipfile
+
+    folders = sorted(p for p in (sample_root / "Images_png").iterdir() if p.is_dir())[:3]
+    zips: dict[str, bytes] = {}
+    for number, folder in enumerate(folders, start=1):
+        path = tmp_path / "src" / f"Images_png_{number:02d}.zip"
+        path.parent.mkdir(exist_ok=True)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for png in sorted(folder.glob("*.png")):
+                zf.write(png, f"Images_png/{folder.name}/{png.name}")
+        zips[path.name] = path.read_bytes()
+    srv = Server(zips)
+    try:
+        srv.faults.cut_after = 300_000
+        manifest = _write_manifest(tmp_path / "m.tsv", _entries(srv, zips))
+        dest, root = tmp_path / "dest", tmp_path / "root"
+        runner = CliRunner()
+        for args in (["download", str(dest), "--manifest", str(manifest), "--parallel", "3",
+                      "--backoff", "0.01"],
+                     ["verify", str(dest), "--manifest", str(manifest)],
+                     ["extract", str(dest), str(root)]):
+            result = runner.invoke(main, args)
+            assert result.exit_code == 0, (args[0], result.output)
+        assert any(r and r.startswith("bytes=") for n in zips for r in srv.ranges(n))
+    finally:
+        srv.close()
+    _assert_complete(dest, zips)
+    for folder in folders:
+        for png in folder.glob("*.png"):
+            assert (root / png.relative_to(sample_root)).read_bytes() == png.read_bytes()

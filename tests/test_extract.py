@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from deeplesion.annotations import Lesion, write_dl_info
 from deeplesion.cli import main
 from deeplesion.completeness import completeness
-from deeplesion.extract import extract_all, extract_archive, find_archives
+from deeplesion.extract import demo, extract_all, extract_archive, find_archives
 from deeplesion.slices import read_hu, write_hu_png
 
 
@@ -194,3 +194,31 @@ def test_completeness_and_info_after_extraction(tmp_path, slices):
     assert "series present: 2 of 3 (1 complete)" in result.output
     assert "slices present: 10 of 13" in result.output
     assert "key slices present: 3 of 4" in result.output
+
+
+def test_demo_step_round_trips_part_of_the_sample(tmp_path, sample_root):
+    written = demo(sample_root, sample_root / "DL_info.csv", tmp_path / "out")
+    assert all(p.is_file() for p in written)
+    folders = sorted(p for p in (sample_root / "Images_png").iterdir() if p.is_dir())[:4]
+    sources = [png for folder in folders for png in sorted(folder.glob("*.png"))]
+    copy = tmp_path / "out" / "extracted"
+    for png in sources:
+        assert (copy / png.relative_to(sample_root)).read_bytes() == png.read_bytes()
+    assert len(list(copy.rglob("*.png"))) == len(sources)
+    summary = (tmp_path / "out" / "extract.txt").read_text()
+    assert f"extracted {len(sources)} files" in summary
+    assert f"series present: 4 of {len(list((sample_root / 'Images_png').iterdir()))}" in summary
+
+
+def test_file_folder_clashes_are_reported_not_fatal(tmp_path, slices):
+    items = list(slices.items())
+    clash = [("Images_png/000001_01_01", b"a file where a folder goes")] + items[:2] + \
+        [("Images_png/000002_01_02/011.png/inner.png", b"x"), items[-1]]
+    archive = _zip(tmp_path / "Images_png_07.zip", clash)
+    result = extract_archive(archive, tmp_path / "root")
+    # in member order: the file 000001_01_01 blocks the two slices meant to go inside it;
+    # the folder 011.png (made for inner.png) blocks the slice 011.png
+    assert [p.member for p in result.problems] == [items[0][0], items[1][0], items[-1][0]]
+    assert result.written == 2
+    assert (tmp_path / "root" / "Images_png" / "000001_01_01").read_bytes() == clash[0][1]
+    assert (tmp_path / "root" / clash[3][0]).read_bytes() == b"x"

@@ -504,7 +504,8 @@ def download_all(entries: Iterable[ManifestEntry], dest: str | Path, *, parallel
                  cancel: threading.Event | None = None) -> DownloadReport:
     """Download every entry into ``dest``, ``parallel`` files at a time; files already
     present and verified are skipped. Returns a report in manifest order; failed files do
-    not stop the others. On KeyboardInterrupt the workers stop and ``.part`` files stay."""
+    not stop the others. On KeyboardInterrupt the workers stop and ``.part`` files stay.
+    ``progress`` is called from the worker threads."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     entries = list(entries)

@@ -218,6 +218,8 @@ def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, root: Path,
         if _already_extracted(target, info):
             result.skipped += 1
             return ""
+    except (FileExistsError, NotADirectoryError) as exc:  # a file where a folder must go
+        return f"cannot create its folder ({exc})"
     except OSError as exc:
         raise ExtractError(f"{target}: cannot write ({exc})") from exc
     try:
@@ -229,6 +231,8 @@ def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, root: Path,
         return f"corrupt member ({exc})"
     except (NotImplementedError, RuntimeError) as exc:  # unknown compression, encryption
         return f"cannot be read ({exc})"
+    except (IsADirectoryError, NotADirectoryError) as exc:  # a folder where the file must go
+        return f"cannot be written ({exc})"
     except OSError as exc:
         raise ExtractError(f"{target}: cannot write ({exc})") from exc
     result.written += 1
@@ -239,3 +243,50 @@ def extract_all(archives: Iterable[str | Path], root: str | Path, *,
                 progress: Callable[[ExtractProgress], None] | None = None) -> ExtractReport:
     """Extract each zip in turn into ``root``; a bad archive is reported and skipped."""
     return ExtractReport([extract_archive(a, root, progress=progress) for a in archives])
+
+
+def demo(root: Path, csv_path: Path, out_dir: Path, *, n_series: int = 4) -> list[Path]:
+    """Demo step: pack the first ``n_series`` series of ``root`` into two release-style zips
+    with a manifest, verify them, extract them into ``out_dir/extracted`` and report how
+    complete that copy is against ``csv_path``. Returns the files written."""
+    import shutil
+
+    from .annotations import load_lesions
+    from .completeness import completeness
+    from .download import ManifestEntry, md5_of, verify
+    from .io import write_text_atomic
+
+    root, csv_path, out_dir = Path(root), Path(csv_path), Path(out_dir)
+    folders = sorted(p for p in (root / IMAGES_DIR).iterdir() if p.is_dir())[:n_series]
+    halves = [folders[: (len(folders) + 1) // 2], folders[(len(folders) + 1) // 2:]]
+    zips_dir = out_dir / "zips"
+    zips_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for number, group in enumerate(halves, start=1):
+        archive = zips_dir / f"Images_png_{number:02d}.zip"
+        with atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+            for folder in group:
+                for png in sorted(folder.glob("*.png")):
+                    zf.write(png, f"{IMAGES_DIR}/{folder.name}/{png.name}")
+        entries.append(ManifestEntry(archive.name, f"https://example.invalid/{archive.name}",
+                                     md5_of(archive)))
+    manifest = zips_dir / "manifest.tsv"
+    write_text_atomic(manifest, "file\turl\tmd5\n" + "".join(
+        f"{e.file}\t{e.url}\t{e.md5}\n" for e in entries))
+    checks = verify(zips_dir, entries)
+    copy = out_dir / "extracted"
+    report = extract_all(find_archives(zips_dir), copy)
+    rerun = extract_all(find_archives(zips_dir), copy)
+    shutil.copyfile(csv_path, copy / "DL_info.csv")
+    c = completeness(copy, load_lesions(csv_path))
+    lines = [f"{check.file}: {check.status} (md5 {check.md5})" for check in checks.checks]
+    lines += [f"extracted {report.written} files from {len(report.archives)} archives into "
+              f"{copy}; {len(report.problems)} problems",
+              f"rerun: {rerun.written} written, {rerun.skipped} skipped (size and CRC match)",
+              f"series present: {c.series_present} of {c.series_expected} "
+              f"({c.series_complete} complete)",
+              f"slices present: {c.slices_present} of {c.slices_expected}",
+              f"key slices present: {c.key_slices_present} of {c.key_slices_expected}"]
+    summary = out_dir / "extract.txt"
+    write_text_atomic(summary, "\n".join(lines) + "\n")
+    return [*(zips_dir / e.file for e in entries), manifest, summary]
