@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from deeplesion.cli import main
-from deeplesion.download import (RELEASE_PAGE, ManifestEntry, ManifestError, download_all,
-                                 download_file, load_manifest, parse_only, select_entries,
-                                 verify)
+from deeplesion.download import (RELEASE_PAGE, DownloadError, ManifestEntry, ManifestError,
+                                 download_all, download_file, load_manifest, parse_only,
+                                 select_entries, verify)
 
 REPO = Path(__file__).resolve().parents[1]
 # the release's URL list sits next to the real-data folder (read, never copied)
@@ -241,6 +241,8 @@ def test_5xx_is_retried_then_given_up_naming_the_file(tmp_path, server, files):
     assert status[second].status == "failed" and "500" in status[second].error
     assert len(server.ranges(second)) == 4  # first try + 3 retries
     assert [r.file for r in report.failed] == [second]
+    with pytest.raises(DownloadError, match=re.escape(second)):
+        report.raise_for_failures()
     assert not (tmp_path / second).exists()
     _assert_complete(tmp_path, {first: files[first], third: files[third]})
 

@@ -51,10 +51,6 @@ class DownloadError(DeepLesionError, OSError):
     """One file could not be downloaded (after all retries)."""
 
 
-class ChecksumError(DownloadError):
-    """A downloaded file whose MD5 does not match the manifest."""
-
-
 class DownloadCancelled(DeepLesionError, RuntimeError):
     """A download stopped on request (e.g. Ctrl-C); the ``.part`` file is kept."""
 
@@ -117,6 +113,11 @@ class DownloadReport:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    def raise_for_failures(self) -> None:
+        """Raise DownloadError naming every failed file and why."""
+        if self.failed:
+            raise DownloadError("; ".join(f"{r.file}: {r.error}" for r in self.failed))
 
 
 # --------------------------------------------------------------------------- manifest
