@@ -32,26 +32,32 @@ class _DownloadBars:
     """Turns FileProgress events (from worker threads) into one bar per file being fetched
     and an overall bar of the bytes this run still has to fetch."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, files: list[str]) -> None:
         self.progress = progress
         self.lock = threading.Lock()
         self.overall = progress.add_task("all files", total=None)
         self.tasks: dict[str, TaskID] = {}
+        self.unstarted = set(files)  # neither fetched yet nor found present
         self.start: dict[str, int] = {}
         self.done: dict[str, int] = {}
         self.total: dict[str, int | None] = {}
 
     def _update_overall(self) -> None:
         fetched = sum(self.done[f] - self.start[f] for f in self.done)
-        known = [self.total[f] for f in self.total if self.total[f] is not None]
-        remaining = sum(t - self.start[f] for f, t in self.total.items() if t is not None)
-        self.progress.update(self.overall, completed=fetched,
-                             total=remaining if len(known) == len(self.total) and known
-                             else None)
+        sizes = {f: t for f, t in self.total.items() if t is not None}
+        to_fetch = sum(t - self.start[f] for f, t in sizes.items())
+        if len(sizes) != len(self.total) or not sizes:
+            total = None  # a server that does not say how big a file is
+        else:  # files not started yet are guessed at the mean size of the others
+            total = to_fetch + len(self.unstarted) * sum(sizes.values()) // len(sizes)
+        label = "all files" + (f" ({len(self.unstarted)} not started, estimated)"
+                               if self.unstarted and total is not None else "")
+        self.progress.update(self.overall, completed=fetched, total=total, description=label)
 
     def __call__(self, event: FileProgress) -> None:
         with self.lock:
             name = event.file
+            self.unstarted.discard(name)
             if event.state in ("downloading", "verifying", "retrying"):
                 if name not in self.tasks:
                     self.tasks[name] = self.progress.add_task(
@@ -72,6 +78,9 @@ class _DownloadBars:
             if event.state == "done":
                 self.progress.console.print(f"[green]downloaded[/green] {name}")
             elif event.state == "failed":
+                if name in self.done:  # count it as finished so the overall bar can end
+                    self.total[name] = self.done[name]
+                    self._update_overall()
                 self.progress.console.print(f"[red]failed[/red] {name}: "
                                             f"{escape(event.message)}")
 
@@ -99,7 +108,8 @@ def download(dest: Path, manifest: Path | None, only: str | None, parallel: int,
             with _byte_progress() as progress:
                 report = download_all(entries, dest, parallel=parallel, retries=retries,
                                       timeout_s=timeout_s, backoff_s=backoff_s,
-                                      progress=_DownloadBars(progress))
+                                      progress=_DownloadBars(progress,
+                                                              [e.file for e in entries]))
         except KeyboardInterrupt:
             err_console.print(f"interrupted: partial files ({PART_SUFFIX}) are kept; run the "
                               "same command again to resume")
