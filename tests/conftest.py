@@ -48,3 +48,11 @@ def real_liver_dir(real_data: Path) -> Path:
 def real_series_dir(real_data: Path) -> Path:
     """29 consecutive real slices of series 000062_01_01 (056.png .. 084.png)."""
     return real_data / "aholovenko__sa-21-deep-lesion" / "data" / "000062_01_01"
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic sample (seed 0), generated once per test session. Treat as read-only."""
+    from deeplesion.sample import write_sample
+
+    return write_sample(tmp_path_factory.mktemp("sample") / "root", seed=0)

@@ -224,3 +224,10 @@ def test_demo_writes_outputs(tmp_path, real_excerpt_csv):
     # deterministic
     again = demo(tmp_path, real_excerpt_csv, tmp_path / "again")
     assert again[0].read_bytes() == paths[0].read_bytes()
+
+
+def test_demo_on_synthetic_sample(tmp_path, sample_root):
+    paths = demo(sample_root, sample_root / "DL_info.csv", tmp_path / "out")
+    assert all(p.is_file() for p in paths)
+    data = json.loads(paths[1].read_text())
+    assert data["n_lesions"] > 0 and 0 <= data["average"] <= 1

@@ -78,10 +78,10 @@ def read_hu(path: str | Path) -> np.ndarray:
     return png_to_hu(read_png_raw(path))
 
 
-def write_hu_png(path: str | Path, hu: np.ndarray) -> None:
+def write_hu_png(path: str | Path, hu: np.ndarray, *, compress_level: int = 6) -> None:
     """Write int16 HU as a release-format 16-bit PNG (value + 32768), atomically."""
     from .io import atomic_path
 
     raw = hu_to_png(hu)
     with atomic_path(path) as tmp:
-        Image.fromarray(raw).save(tmp, format="PNG")
+        Image.fromarray(raw).save(tmp, format="PNG", compress_level=compress_level)

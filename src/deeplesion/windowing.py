@@ -26,8 +26,8 @@ class Window:
         return cls(level - width / 2, level + width / 2)
 
 
-#: Named presets (width/level in the docstring of each): the common radiology windows,
-#: plus the NIH detectors' full range and the A3D range.
+#: Named presets: the common radiology windows (from width/level), the NIH detectors'
+#: full range (-1024..3071 HU) and the A3D / AlignShift range (-1024..2050 HU).
 PRESETS: dict[str, Window] = {
     "lung": Window.from_width_level(1500, -600),
     "mediastinum": Window.from_width_level(350, 50),
@@ -65,13 +65,13 @@ def apply_window(hu: np.ndarray, window: Window, *, dtype: str = "uint8") -> np.
     ``dtype='float32'``: the same ramp as float in 0..255 without quantising.
     ``dtype='unit'``: float32 in 0..1.
     """
-    scaled = (np.asarray(hu, dtype=np.float32) - np.float32(window.low_hu)) * np.float32(
-        255.0 / (window.high_hu - window.low_hu))
+    scaled = (np.asarray(hu, dtype=np.float64) - window.low_hu) / (
+        window.high_hu - window.low_hu) * 255.0
     np.clip(scaled, 0, 255, out=scaled)
     if dtype == "uint8":
         return scaled.astype(np.uint8)
     if dtype == "float32":
-        return scaled
+        return scaled.astype(np.float32)
     if dtype == "unit":
-        return scaled / np.float32(255.0)
+        return (scaled / 255.0).astype(np.float32)
     raise ValueError(f"unknown dtype {dtype!r}; allowed: 'uint8', 'float32', 'unit'")

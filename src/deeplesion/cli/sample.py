@@ -1,0 +1,40 @@
+"""Commands: sample, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..demo import run_demo
+from ..sample import write_sample
+from . import main
+from ._common import console, fail_cleanly, progress_bar
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", default=0, show_default=True, help="Same seed, same bytes.")
+def sample(out: Path, seed: int) -> None:
+    """Write a small synthetic dataset in the release layout to OUT."""
+    with fail_cleanly(), progress_bar("writing slices", None) as update:
+        write_sample(out, seed, progress=lambda done, total: update(done))
+    console.print(f"synthetic sample written to {out} (DL_info.csv, Images_png/)")
+
+
+@main.command()
+@click.option("--out", "out_dir", default="deeplesion-demo", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Use this dataset root instead of the synthetic sample.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic sample.")
+def demo(out_dir: Path, root: Path | None, seed: int) -> None:
+    """Run every pipeline step on the synthetic sample (or --root) and list the outputs."""
+    with fail_cleanly(), console.status("demo") as status:
+        written = run_demo(out_dir, root=root, seed=seed,
+                           progress=lambda name: status.update(f"demo: {name}"))
+    for name, paths in written.items():
+        console.print(f"[bold]{name}[/bold]")
+        for path in paths:
+            console.print(f"  {path}")
+    console.print(f"all outputs under {out_dir}")

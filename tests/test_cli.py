@@ -1,0 +1,58 @@
+import csv
+import json
+
+from click.testing import CliRunner
+
+from deeplesion.cli import main
+
+
+def test_stats_json_on_real_val(real_val_csv):
+    result = CliRunner().invoke(main, ["stats", str(real_val_csv), "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert (stats["lesions"], stats["key_slices"], stats["series"], stats["studies"],
+            stats["patients"], stats["noisy"]) == (4889, 4793, 2193, 1599, 703, 2)
+    assert stats["by_split"] == {"train": 0, "val": 4889, "test": 0}
+    assert set(stats["by_type"]) >= {"unlabelled", "liver", "lung", "bone"}
+
+
+def test_validate_exit_codes(real_excerpt_csv, tmp_path):
+    ok = CliRunner().invoke(main, ["validate", str(real_excerpt_csv)])
+    assert ok.exit_code == 0, ok.output
+    with open(real_excerpt_csv, newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows[2][rows[0].index("Slice_range")] = "1, 2"  # line 3: key slice outside its range
+    bad = tmp_path / "bad.csv"
+    with open(bad, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    result = CliRunner().invoke(main, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:3" in result.output and "Slice_range" in result.output
+
+
+def test_info_says_not_official(real_val_csv):
+    result = CliRunner().invoke(main, ["info", str(real_val_csv)])
+    assert result.exit_code == 0, result.output
+    assert "not the official DL_info.csv" in result.output
+    assert "4889 lesions" in result.output
+
+
+def test_info_on_a_dataset_root(sample_root):
+    result = CliRunner().invoke(main, ["info", str(sample_root)])
+    assert result.exit_code == 0, result.output
+    assert "series folders" in result.output
+
+
+def test_demo_on_a_root(sample_root, tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["demo", "--root", str(sample_root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    stats = json.loads((out / "stats" / "stats.json").read_text())
+    assert stats["lesions"] > 0
+    assert "0 errors, 0 warnings" in (out / "validate" / "validation.txt").read_text()
+
+
+def test_bad_path_gives_a_clean_error(tmp_path):
+    missing = tmp_path / "nope.csv"
+    result = CliRunner().invoke(main, ["stats", str(missing)])
+    assert result.exit_code != 0 and "does not exist" in result.output
