@@ -13,7 +13,7 @@ from ..completeness import completeness
 from ..stats import dataset_stats
 from ..validation import validate as validate_csv
 from . import main
-from ._common import console, fail_cleanly, find_csv, progress_bar
+from ._common import console, fail_cleanly, find_csv, print_problems, progress_bar
 
 
 @main.command()
@@ -66,10 +66,7 @@ def validate(csv_path: Path, images_root: Path | None, max_shown: int) -> None:
     """Check every row of a DL_info.csv; exit 1 when any problem is found."""
     with fail_cleanly(), progress_bar("validating rows", None) as update:
         report = validate_csv(csv_path, images_root=images_root, progress=update)
-    for problem in report.problems[:max_shown]:
-        console.print(str(problem), markup=False, highlight=False)
-    if len(report.problems) > max_shown:
-        console.print(f"... and {len(report.problems) - max_shown} more")
+    print_problems(report.problems, max_shown)
     console.print(f"{report.rows} rows: {len(report.fatal)} errors, "
                   f"{len(report.warnings)} warnings")
     if report.problems:

@@ -14,7 +14,7 @@ from ..download import (PART_SUFFIX, RELEASE_PAGE, FileProgress, download_all, l
                         select_entries, verify as verify_files)
 from ..extract import ExtractProgress, extract_all, find_archives
 from . import main
-from ._common import console, err_console, fail_cleanly
+from ._common import console, err_console, fail_cleanly, print_problems
 
 _MANIFEST = click.option("--manifest", type=click.Path(exists=True, dir_okay=False,
                                                        path_type=Path),
@@ -198,10 +198,7 @@ def extract(dest: Path, root: Path, max_shown: int) -> None:
             f"{result.written} written, {result.skipped} already there, " \
             f"{len(result.problems)} refused or corrupt"
         console.print(f"{result.archive.name}: {state}")
-    for problem in report.problems[:max_shown]:
-        console.print(str(problem), markup=False, highlight=False)
-    if len(report.problems) > max_shown:
-        console.print(f"... and {len(report.problems) - max_shown} more")
+    print_problems(report.problems, max_shown)
     console.print(f"{root}: {report.written} files written, {report.skipped} already there "
                   f"from {len(report.archives)} archive(s)")
     if not report.ok:
