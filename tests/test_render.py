@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from deeplesion.annotations import load_lesions
-from deeplesion.crops import _crop_resize, lesion_crop, shift_lesion
+from deeplesion.annotated_crops import _crop_resize, lesion_crop, shift_lesion
 from deeplesion.render import (BOX_RGB, LONG_AXIS_RGB, SHORT_AXIS_RGB, RenderError,
                                key_slice_path, render_key_slice, render_key_slices)
 

@@ -50,7 +50,7 @@ def _thumbnail_lesions(root: Path, lesions: Sequence[Lesion], count: int, seed: 
 def _add_thumbnails(fig: Figure, ax, root: Path, lesions: Sequence[Lesion], seed: int,
                     count: int, tile_px: int) -> list[Lesion]:
     """Crops beside the map (left or right by their x), leader lines to their points."""
-    from .crops import lesion_crop
+    from .annotated_crops import lesion_crop
 
     shown = _thumbnail_lesions(root, lesions, count, seed)
     sides = {"left": [l for l in shown if l.location_norm[0] < 0.5],

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .annotations import LESION_TYPES, Lesion
-from .crops import lesion_crop
+from .annotated_crops import lesion_crop
 from .errors import DeepLesionError
 from .render import _font, key_slice_path, lesion_label, write_png
 from .windowing import Window

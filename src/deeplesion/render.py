@@ -246,7 +246,7 @@ def render_key_slices(root: str | Path, lesions: Iterable[Lesion], out_dir: str 
     ``out_dir/crops/<File_name stem>_<row>.png``: each lesion zoomed, with its context
     slices side by side. ``progress`` gets the number of key slices done.
     """
-    from .crops import lesion_crop  # local: crops imports this module
+    from .annotated_crops import lesion_crop  # local: annotated_crops imports this module
 
     out_dir = Path(out_dir)
     result = RenderResult()

@@ -17,4 +17,5 @@ def main() -> None:
 from . import core, sample  # noqa: E402,F401
 from . import evaluate  # noqa: E402,F401
 from . import download  # noqa: E402,F401
+from . import analysis  # noqa: E402,F401
 from . import review  # noqa: E402,F401
