@@ -38,6 +38,7 @@ def _validate_step(root: Path, csv_path: Path, out_dir: Path) -> list[Path]:
 _FEATURE_STEPS = [
     ("extract", "deeplesion.extract:demo"),
     ("evaluation", "deeplesion.evaluation:demo"),
+    ("analysis", "deeplesion.analysis:demo"),
 ]
 
 
