@@ -9,7 +9,7 @@ from pathlib import Path
 from .annotations import Lesion, load_lesions
 from .crops import try_crop, write_strip
 from .growth import MatchRule, Response, Track, link_all, recist_responses
-from .io import atomic_path
+from .io import atomic_path, save_figure
 
 TRACK_COLUMNS = ("patient_index", "track_id", "new_lesion", "study_index", "age_years",
                  "row_index", "file_name", "coarse_type", "long_mm", "short_mm",
@@ -93,11 +93,7 @@ def plot_patient(tracks: Sequence[Track], path: str | Path,
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def track_strip(root: str | Path, track: Track, path: str | Path) -> Path:

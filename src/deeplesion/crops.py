@@ -9,7 +9,7 @@ import numpy as np
 
 from .annotations import Lesion
 from .errors import ImageReadError
-from .io import atomic_path
+from .io import save_figure
 from .measurement import fitted_ellipse
 from .paths import slice_path
 from .slices import read_hu
@@ -97,11 +97,7 @@ def write_strip(crops: Sequence[np.ndarray | None], titles: Sequence[str], path:
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def try_crop(root: str | Path, lesion: Lesion, **kwargs) -> np.ndarray | None:
