@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no GUI b
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
 from .annotations import LESION_TYPES, Lesion
-from .io import atomic_path
+from .io import save_figure
 
 #: One colour per coarse type (RGB hex); unlabelled rows are grey.
 TYPE_COLOURS = {
@@ -129,10 +129,7 @@ def write_body_map(path: str | Path, lesions: Iterable[Lesion], **kwargs) -> Pat
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise ValueError(f"{path}: unsupported format {fmt!r}; use one of {FORMATS}")
-    fig = body_map_figure(lesions, **kwargs)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=150)
-    return path
+    return save_figure(body_map_figure(lesions, **kwargs), path, dpi=150)
 
 
 def figure_png_bytes(fig: Figure, dpi: int = 100) -> bytes:

@@ -39,6 +39,7 @@ _FEATURE_STEPS = [
     ("extract", "deeplesion.extract:demo"),
     ("evaluation", "deeplesion.evaluation:demo"),
     ("analysis", "deeplesion.analysis:demo"),
+    ("review", "deeplesion.report:demo"),
 ]
 
 

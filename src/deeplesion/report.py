@@ -17,8 +17,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from . import __version__
-from .annotations import LESION_TYPES, SPLITS, LesionTable, git_blob_id, is_official, load_lesions
-from .bodymap import TYPE_COLOURS, body_map_figure
+from .annotations import (LESION_TYPES, SPLITS, LesionTable, git_blob_id, is_official,
+                          load_lesions)
+from .bodymap import TYPE_COLOURS, body_map_figure, figure_png_bytes
 from .io import write_text_atomic
 from .stats import dataset_stats
 
@@ -39,12 +40,6 @@ figcaption{font-size:.85em;color:#555}img{max-width:100%}
 def png_data_uri(png: bytes) -> str:
     """PNG bytes -> ``data:image/png;base64,...``."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _figure_png(fig: Figure, dpi: int = 100) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
 
 
 def _array_png(rgb: np.ndarray) -> bytes:
@@ -90,7 +85,7 @@ def _hist(values, xlabel: str, *, bins=40, log_y: bool = False) -> bytes:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
-    return _figure_png(fig)
+    return figure_png_bytes(fig)
 
 
 def _bars(counts: pd.Series, xlabel: str, colours=None) -> bytes:
@@ -102,7 +97,7 @@ def _bars(counts: pd.Series, xlabel: str, colours=None) -> bytes:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     ax.tick_params(axis="x", labelsize=7, rotation=30 if len(labels) > 6 else 0)
-    return _figure_png(fig)
+    return figure_png_bytes(fig)
 
 
 def _type_by_split(frame: pd.DataFrame) -> pd.DataFrame:
@@ -124,7 +119,7 @@ def _type_by_split_figure(table: pd.DataFrame) -> bytes:
         bottom += row.to_numpy()
     ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_ylabel("lesions")
-    return _figure_png(fig)
+    return figure_png_bytes(fig)
 
 
 def build_report(table: LesionTable, *, root: str | Path | None = None,
@@ -190,7 +185,7 @@ def build_report(table: LesionTable, *, root: str | Path | None = None,
         ]) + "</div>")
         step("body map")
         parts.append("<h2>Body map</h2>" + _img(
-            _figure_png(body_map_figure(table, fraction=fraction, seed=seed, root=root),
+            figure_png_bytes(body_map_figure(table, fraction=fraction, seed=seed, root=root),
                         dpi=90),
             "Normalised x against z, coloured by coarse lesion type (head at the top)"
             + (f"; a random {fraction:.0%} of lesions" if fraction else ""), "body map"))
