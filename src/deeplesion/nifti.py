@@ -471,12 +471,12 @@ def export_nifti(root: str | Path, out_dir: str | Path, *, csv_path: str | Path 
     known = _known_checksums(out_dir) if out_dir.is_dir() else {}
     selected = [v for v in index.volumes if in_shard(v, shard)]
     not_exported = [v for v in selected if v.spacing_mm is None]
-    tasks = []
-    for sub in selected:
-        if sub.spacing_mm is None:
-            continue
-        mine = tuple((f, s) for f, s in sorted(known.items()) if f.startswith(sub.folder + "_"))
-        tasks.append(ExportTask(str(root), str(out_dir), sub, layout, codec, mine))
+    known_by_folder: dict[str, list[tuple[str, str]]] = {}
+    for file, sha in sorted(known.items()):
+        known_by_folder.setdefault(file[:12], []).append((file, sha))
+    tasks = [ExportTask(str(root), str(out_dir), sub, layout, codec,
+                        tuple(known_by_folder.get(sub.folder, ())))
+             for sub in selected if sub.spacing_mm is not None]
     total = sum(t.subvolume.n_slices for t in tasks)
     results: list[TaskResult] = []
     done = 0
