@@ -19,6 +19,7 @@ name and renamed; a manifest CSV lists every volume with its checksum.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import io
 import re
@@ -249,8 +250,6 @@ def check_volume(path: str | Path, sub: SubVolume, layout: str,
     path = Path(path)
     if not path.is_file() or sub.spacing_mm is None:
         return None
-    import gzip
-
     try:
         with gzip.open(path, "rb") as fh:
             block = fh.read(_VOX_OFFSET)
