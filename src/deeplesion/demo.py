@@ -37,6 +37,7 @@ def _validate_step(root: Path, csv_path: Path, out_dir: Path) -> list[Path]:
 #: Steps of feature modules, as "module:function", imported only when the demo runs.
 _FEATURE_STEPS = [
     ("extract", "deeplesion.extract:demo"),
+    ("nifti", "deeplesion.nifti:demo"),
     ("evaluation", "deeplesion.evaluation:demo"),
     ("analysis", "deeplesion.analysis:demo"),
     ("review", "deeplesion.report:demo"),
