@@ -30,7 +30,7 @@ TRUTH_FILE = "sample_truth.csv"
 _TEMPLATES: dict[int, tuple[tuple[float, float], float]] = {
     1: ((0.0, 72.0), 950.0),     # bone: vertebral body
     2: ((25.0, 5.0), 75.0),      # abdomen
-    3: ((12.0, -25.0), 55.0),    # mediastinum
+    3: ((0.0, -40.0), 55.0),     # mediastinum: anterior, between the lungs
     4: ((-55.0, -5.0), 10.0),    # liver (patient right = image left)
     5: ((62.0, 0.0), 25.0),      # lung
     6: ((62.0, 48.0), 25.0),     # kidney

@@ -19,14 +19,15 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator:
-    """A rich progress bar; yields ``advance(n)``-style callback ``update(completed)``."""
+    """A rich progress bar; yields a callback ``update(completed, total=None)``."""
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
                   transient=False) as progress:
         task = progress.add_task(description, total=total)
 
-        def update(completed: int) -> None:
-            progress.update(task, completed=completed)
+        def update(completed: int, total: int | None = None) -> None:
+            progress.update(task, completed=completed,
+                            **({"total": total} if total is not None else {}))
 
         yield update
 

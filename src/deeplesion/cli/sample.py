@@ -18,7 +18,7 @@ from ._common import console, fail_cleanly, progress_bar
 def sample(out: Path, seed: int) -> None:
     """Write a small synthetic dataset in the release layout to OUT."""
     with fail_cleanly(), progress_bar("writing slices", None) as update:
-        write_sample(out, seed, progress=lambda done, total: update(done))
+        write_sample(out, seed, progress=update)
     console.print(f"synthetic sample written to {out} (DL_info.csv, Images_png/)")
 
 
