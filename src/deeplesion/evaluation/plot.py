@@ -1,0 +1,66 @@
+"""FROC plots (matplotlib, Agg backend), with the published methods drawn for comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_path
+from .sweep import FrocCurve, read_curve
+
+#: Published sensitivities (%) on the official key-slice test set at 0.5, 1, 2, 4, 8, 16
+#: FPs per image (docs/evaluation-protocol.md); None where not reported.
+PUBLISHED_FROC: dict[str, tuple[float | None, ...]] = {
+    "Faster R-CNN, 3 slices": (56.90, 67.26, 75.57, 81.62, 85.83, 88.74),
+    "3DCE, 27 slices": (62.48, 73.37, 80.70, 85.65, 89.09, 91.06),
+    "MVP-Net, 9 slices": (73.83, 81.82, 87.60, 91.30, None, None),
+    "MULAN": (76.12, 83.69, 88.76, 92.30, 94.71, 95.64),
+    "A3D": (79.24, None, None, None, None, None),
+    "SATr": (81.03, None, None, None, None, None),
+}
+PUBLISHED_FP_RATES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def plot_froc(curves: Mapping[str, FrocCurve], path: str | Path, *,
+              fp_rates: Sequence[float] = PUBLISHED_FP_RATES, extrapolate: bool = False,
+              published: bool = True, title: str = "FROC, key-slice lesion detection") -> Path:
+    """Write the FROC curve(s) to ``path`` (format from the suffix), atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    lo, hi = min(fp_rates) / 2, max(fp_rates) * 2
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    try:
+        if published:
+            for name, values in PUBLISHED_FROC.items():
+                pts = [(r, v / 100) for r, v in zip(PUBLISHED_FP_RATES, values) if v is not None]
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, linestyle="--", marker="o", markersize=3, linewidth=0.8,
+                        alpha=0.6, label=f"{name} (published)")
+        for label, curve in curves.items():
+            grid = np.geomspace(lo, hi, 200)
+            ax.plot(grid, read_curve(curve, grid, extrapolate=extrapolate), linewidth=2,
+                    label=label)
+            ax.plot(fp_rates, read_curve(curve, fp_rates, extrapolate=extrapolate), "ks",
+                    markersize=4)
+        ax.set_xscale("log", base=2)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(0, 1)
+        ax.set_xticks(list(fp_rates))
+        ax.set_xticklabels([f"{r:g}" for r in fp_rates])
+        ax.set_xlabel("false positives per image")
+        ax.set_ylabel("sensitivity (per lesion)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        path = Path(path)
+        fmt = path.suffix.lstrip(".").lower() or "png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path
