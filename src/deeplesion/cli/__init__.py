@@ -16,3 +16,4 @@ def main() -> None:
 # Command modules register themselves on ``main`` when imported.
 from . import core, sample  # noqa: E402,F401
 from . import evaluate  # noqa: E402,F401
+from . import train  # noqa: E402,F401
