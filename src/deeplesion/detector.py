@@ -265,7 +265,7 @@ def train_detector(root: str | Path, out_dir: str | Path, config: TrainConfig | 
     """Train (or resume) a detector in ``out_dir``.
 
     When ``out_dir/last.pt`` exists the run resumes from it with the checkpoint's config
-    (``config.epochs`` may extend it). ``stop_after`` stops after that many iterations in
+    (a larger ``config.epochs`` extends it; other fields of ``config`` are ignored). ``stop_after`` stops after that many iterations in
     total (as a kill would, after saving ``last.pt``). ``progress(done, total, info)`` is
     called after each iteration (``info['loss']``) and after each validation
     (``info['val']``).
@@ -287,6 +287,7 @@ def train_detector(root: str | Path, out_dir: str | Path, config: TrainConfig | 
     val_ds = None
     if config.val_split is not None:
         val_ds = _dataset(root, config, config.val_split, lesions, train=False)
+    torch.manual_seed(config.seed)  # same initial weights for the same seed
     model = build_detector(train_ds.in_channels, arch=config.arch,
                            anchor_sizes=config.anchor_sizes,
                            pretrained_backbone=config.pretrained_backbone and state is None)
@@ -308,8 +309,6 @@ def train_detector(root: str | Path, out_dir: str | Path, config: TrainConfig | 
         epoch, iteration, step = state["epoch"], state["iteration"], state["step"]
         history, best = state["history"], state["best_average"]
         torch.set_rng_state(state["torch_rng"])
-    else:
-        torch.manual_seed(config.seed)
     preprocessing = describe(train_ds.params)
 
     def payload() -> dict:

@@ -58,7 +58,8 @@ def export_coco_cmd(csv_path: Path, split: str, out: Path, include_noisy: bool) 
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder (checkpoints, history.json); an existing run resumes.")
+              help="Run folder (checkpoints, history.json). A run with last.pt resumes with "
+                   "its own settings (only --epochs can extend it).")
 @click.option("--annotations", type=click.Path(exists=True, path_type=Path),
               help="DL_info.csv (default: ROOT/DL_info.csv).")
 @click.option("--preset", default="mulan", show_default=True,
@@ -71,7 +72,8 @@ def export_coco_cmd(csv_path: Path, split: str, out: Path, include_noisy: bool) 
               help="Anchor sizes in px (5 for the FPN backbone).")
 @click.option("--pretrained-backbone", is_flag=True,
               help="Start from ImageNet ResNet-50 weights (downloads them).")
-@click.option("--epochs", type=int, default=8, show_default=True)
+@click.option("--epochs", type=int,
+              help="Epochs [default: 8]; on resume, extends the run if larger.")
 @click.option("--batch-size", type=int, default=2, show_default=True)
 @click.option("--iterations-per-epoch", type=int, help="Default: one pass over the images.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd",
@@ -92,7 +94,7 @@ def export_coco_cmd(csv_path: Path, split: str, out: Path, include_noisy: bool) 
 @click.option("--checkpoint-every", type=int, default=50, show_default=True)
 def train_detector_cmd(root: Path, out_dir: Path, annotations: Path | None, preset: str,
                        sets: tuple[str, ...], arch: str, anchors: str,
-                       pretrained_backbone: bool, epochs: int, batch_size: int,
+                       pretrained_backbone: bool, epochs: int | None, batch_size: int,
                        iterations_per_epoch: int | None, optimizer: str, lr: float,
                        warmup: int, lr_drop: tuple[int, ...], train_split: str,
                        val_split: str, no_augment: bool, cache: bool, seed: int,
@@ -111,14 +113,16 @@ def train_detector_cmd(root: Path, out_dir: Path, annotations: Path | None, pres
             raise click.BadParameter(str(exc)) from None
         config = TrainConfig(
             preset=preset, overrides=overrides, arch=arch, anchor_sizes=anchor_sizes,
-            pretrained_backbone=pretrained_backbone, epochs=epochs, batch_size=batch_size,
+            pretrained_backbone=pretrained_backbone, epochs=epochs or 8,
+            batch_size=batch_size,
             iterations_per_epoch=iterations_per_epoch, optimizer=optimizer, lr=lr,
             warmup_iterations=warmup, lr_drop_epochs=lr_drop,
             train_split=_split(train_split), val_split=_split(val_split),
             augment=not no_augment, cache=cache, seed=seed, num_workers=workers,
             device=device, checkpoint_every=checkpoint_every)
         if (out_dir / "last.pt").is_file():
-            err_console.print(f"resuming from {out_dir / 'last.pt'}")
+            err_console.print(f"resuming from {out_dir / 'last.pt'} with its settings")
+            config = TrainConfig(epochs=epochs) if epochs else None
         with _bar("training") as update:
             def progress(done: int, total: int, info: dict) -> None:
                 update(done, total)
