@@ -132,24 +132,40 @@ def index_to_px1(xy_index: Iterable[float]) -> np.ndarray:
 
 # --------------------------------------------------------------------------- parsing
 
-def _numbers(text: str, count: int, kind: type, ctx: dict) -> tuple:
-    parts = [p.strip() for p in text.split(",")]
+class _BadCell(Exception):
+    """Internal: a cell problem, turned into AnnotationError with file and line."""
+
+    def __init__(self, column: str, value: object, message: str) -> None:
+        super().__init__(message)
+        self.column, self.value, self.message = column, value, message
+
+
+def _numbers(cells: dict[str, str], column: str, count: int, integer: bool = False
+             ) -> tuple:
+    text = cells[column]
+    parts = text.split(",")
     if len(parts) != count:
-        raise AnnotationError(f"expected {count} comma-separated values, found {len(parts)}",
-                              value=text, **ctx)
+        raise _BadCell(column, text,
+                       f"expected {count} comma-separated values, found {len(parts)}")
     try:
-        values = [kind(float(p)) if kind is int else float(p) for p in parts]
+        values = [float(p) for p in parts]
     except ValueError:
-        raise AnnotationError("not a number", value=text, **ctx) from None
-    if kind is int and any(float(p) != int(float(p)) for p in parts):
-        raise AnnotationError("expected whole numbers", value=text, **ctx)
-    if kind is float and not all(math.isfinite(v) for v in values):
-        raise AnnotationError("non-finite number", value=text, **ctx)
+        raise _BadCell(column, text, "not a number") from None
+    if not all(map(math.isfinite, values)):
+        raise _BadCell(column, text, "non-finite number")
+    if integer:
+        whole = [int(v) for v in values]
+        if whole != values:
+            raise _BadCell(column, text, "expected whole numbers")
+        return tuple(whole)
     return tuple(values)
 
 
-def _integer(text: str, ctx: dict) -> int:
-    return _numbers(text, 1, int, ctx)[0]
+def _integer(cells: dict[str, str], column: str, allowed=None, hint: str = "") -> int:
+    value = _numbers(cells, column, 1, integer=True)[0]
+    if allowed is not None and value not in allowed:
+        raise _BadCell(column, cells[column], hint)
+    return value
 
 
 def parse_row(cells: dict[str, str], row_index: int, *, file: str = "") -> Lesion:
@@ -157,62 +173,49 @@ def parse_row(cells: dict[str, str], row_index: int, *, file: str = "") -> Lesio
 
     Raises :class:`AnnotationError` naming file, line, column and value.
     """
-    line = row_index + 2  # header is line 1
+    try:
+        return _parse_row(cells, row_index)
+    except _BadCell as bad:
+        raise AnnotationError(bad.message, file=file, line=row_index + 2, column=bad.column,
+                              value=bad.value) from None
 
-    def ctx(column: str) -> dict:
-        return {"file": file, "line": line, "column": column}
 
+def _parse_row(cells: dict[str, str], row_index: int) -> Lesion:
     for column in COLUMNS:
         if cells.get(column) is None:
-            raise AnnotationError("missing cell", **ctx(column))
+            raise _BadCell(column, None, "missing cell")
+    file_name = cells["File_name"].strip()
     try:
-        name = parse_file_name(cells["File_name"].strip())
+        name = parse_file_name(file_name)
     except ValueError as exc:
-        raise AnnotationError(str(exc), value=cells["File_name"], **ctx("File_name")) from None
-    coarse = _integer(cells["Coarse_lesion_type"], ctx("Coarse_lesion_type"))
-    if coarse not in LESION_TYPES:
-        raise AnnotationError(f"unknown lesion type code (allowed: {sorted(LESION_TYPES)})",
-                              value=cells["Coarse_lesion_type"], **ctx("Coarse_lesion_type"))
-    noisy = _integer(cells["Possibly_noisy"], ctx("Possibly_noisy"))
-    if noisy not in (0, 1):
-        raise AnnotationError("expected 0 or 1", value=cells["Possibly_noisy"],
-                              **ctx("Possibly_noisy"))
-    split = _integer(cells["Train_Val_Test"], ctx("Train_Val_Test"))
-    if split not in SPLITS:
-        raise AnnotationError("expected 1 (train), 2 (val) or 3 (test)",
-                              value=cells["Train_Val_Test"], **ctx("Train_Val_Test"))
+        raise _BadCell("File_name", cells["File_name"], str(exc)) from None
     sex = cells["Patient_gender"].strip()
     if sex not in ("M", "F"):
-        raise AnnotationError("expected M or F", value=cells["Patient_gender"],
-                              **ctx("Patient_gender"))
+        raise _BadCell("Patient_gender", cells["Patient_gender"], "expected M or F")
     age_text = cells["Patient_age"].strip()
-    if age_text.lower() in ("nan", ""):
-        age = None
-    else:
-        age = _numbers(age_text, 1, float, ctx("Patient_age"))[0]
+    age = None if age_text.lower() in ("nan", "") else _numbers(cells, "Patient_age", 1)[0]
     lesion = Lesion(
         row_index=row_index,
-        file_name=cells["File_name"].strip(),
-        patient_index=_integer(cells["Patient_index"], ctx("Patient_index")),
-        study_index=_integer(cells["Study_index"], ctx("Study_index")),
-        series_id=_integer(cells["Series_ID"], ctx("Series_ID")),
-        key_slice_index=_integer(cells["Key_slice_index"], ctx("Key_slice_index")),
-        recist_px1=_numbers(cells["Measurement_coordinates"], 8, float,
-                            ctx("Measurement_coordinates")),
-        box_px1=_numbers(cells["Bounding_boxes"], 4, float, ctx("Bounding_boxes")),
-        diameters_px=_numbers(cells["Lesion_diameters_Pixel_"], 2, float,
-                              ctx("Lesion_diameters_Pixel_")),
-        location_norm=_numbers(cells["Normalized_lesion_location"], 3, float,
-                               ctx("Normalized_lesion_location")),
-        coarse_type=coarse,
-        possibly_noisy=bool(noisy),
-        slice_range=_numbers(cells["Slice_range"], 2, int, ctx("Slice_range")),
-        spacing_mm=_numbers(cells["Spacing_mm_px_"], 3, float, ctx("Spacing_mm_px_")),
-        image_size=_numbers(cells["Image_size"], 2, int, ctx("Image_size")),
-        dicom_window_hu=_numbers(cells["DICOM_windows"], 2, float, ctx("DICOM_windows")),
+        file_name=file_name,
+        patient_index=_integer(cells, "Patient_index"),
+        study_index=_integer(cells, "Study_index"),
+        series_id=_integer(cells, "Series_ID"),
+        key_slice_index=_integer(cells, "Key_slice_index"),
+        recist_px1=_numbers(cells, "Measurement_coordinates", 8),
+        box_px1=_numbers(cells, "Bounding_boxes", 4),
+        diameters_px=_numbers(cells, "Lesion_diameters_Pixel_", 2),
+        location_norm=_numbers(cells, "Normalized_lesion_location", 3),
+        coarse_type=_integer(cells, "Coarse_lesion_type", LESION_TYPES,
+                             f"unknown lesion type code (allowed: {sorted(LESION_TYPES)})"),
+        possibly_noisy=bool(_integer(cells, "Possibly_noisy", (0, 1), "expected 0 or 1")),
+        slice_range=_numbers(cells, "Slice_range", 2, integer=True),
+        spacing_mm=_numbers(cells, "Spacing_mm_px_", 3),
+        image_size=_numbers(cells, "Image_size", 2, integer=True),
+        dicom_window_hu=_numbers(cells, "DICOM_windows", 2),
         sex=sex,
         age_years=age,
-        split_code=split,
+        split_code=_integer(cells, "Train_Val_Test", SPLITS,
+                            "expected 1 (train), 2 (val) or 3 (test)"),
     )
     parsed = (lesion.patient_index, lesion.study_index, lesion.series_id,
               lesion.key_slice_index)
@@ -220,8 +223,8 @@ def parse_row(cells: dict[str, str], row_index: int, *, file: str = "") -> Lesio
     for column, a, b in zip(("Patient_index", "Study_index", "Series_ID", "Key_slice_index"),
                             parsed, named):
         if a != b:
-            raise AnnotationError(f"disagrees with File_name {lesion.file_name!r} ({b})",
-                                  value=cells[column], **ctx(column))
+            raise _BadCell(column, cells[column],
+                           f"disagrees with File_name {file_name!r} ({b})")
     return lesion
 
 

@@ -5,6 +5,7 @@ Each step is a function ``(root, csv_path, out_dir) -> list[Path]`` returning wh
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -33,12 +34,25 @@ def _validate_step(root: Path, csv_path: Path, out_dir: Path) -> list[Path]:
     return [path]
 
 
+#: Steps of feature modules, as "module:function", imported only when the demo runs.
+_FEATURE_STEPS = [
+    ("extract", "deeplesion.extract:demo"),
+    ("nifti", "deeplesion.nifti:demo"),
+    ("evaluation", "deeplesion.evaluation:demo"),
+    ("analysis", "deeplesion.analysis:demo"),
+    ("review", "deeplesion.report:demo"),
+]
+
+
+def _load(target: str) -> Step:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def steps() -> list[tuple[str, Step]]:
-    """The demo's steps, in order (imported lazily so optional extras stay optional)."""
-    return [
-        ("validate", _validate_step),
-        ("stats", _stats_step),
-    ]
+    """The demo's steps, in order."""
+    return [("validate", _validate_step), ("stats", _stats_step)] + [
+        (name, _load(target)) for name, target in _FEATURE_STEPS]
 
 
 def run_demo(out_dir: str | Path, *, root: str | Path | None = None, seed: int = 0,

@@ -7,15 +7,17 @@ class DeepLesionError(Exception):
     """Base class of every error this package raises."""
 
 
-class AnnotationError(DeepLesionError, ValueError):
-    """A DL_info.csv cell or row that cannot be used.
+class CellError(DeepLesionError, ValueError):
+    """A cell or row of a table file that cannot be used.
 
-    Carries the file, 1-based line number, column name and offending value.
+    Carries the file, 1-based line number, column name, offending value and the bare
+    ``reason``; the message names all of them.
     """
 
     def __init__(self, message: str, *, file: str = "", line: int | None = None,
                  column: str = "", value: object = None) -> None:
         self.file, self.line, self.column, self.value = file, line, column, value
+        self.reason = message
         where = ", ".join(
             part for part in (
                 f"file {file}" if file else "",
@@ -25,6 +27,10 @@ class AnnotationError(DeepLesionError, ValueError):
             ) if part
         )
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class AnnotationError(CellError):
+    """A DL_info.csv cell or row that cannot be used."""
 
 
 class ImageReadError(DeepLesionError, OSError):

@@ -40,3 +40,17 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix, PNG by default), then
+    close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", **savefig_kwargs)
+    finally:
+        plt.close(fig)
+    return path

@@ -10,7 +10,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageReadError
 
@@ -64,6 +64,8 @@ def read_png_raw(path: str | Path) -> np.ndarray:
             arr = np.asarray(img)
     except ImageReadError:
         raise
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(f"{path}: not an image file") from exc
     except (OSError, SyntaxError, ValueError, zlib.error) as exc:
         raise ImageReadError(f"{path}: unreadable PNG: {exc}") from exc
     if arr.dtype != np.uint16:

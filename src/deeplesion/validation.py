@@ -35,8 +35,7 @@ class Problem:
 
     @classmethod
     def from_error(cls, exc: AnnotationError) -> Problem:
-        message = str(exc).split(": ", 1)[-1] if exc.line is not None else str(exc)
-        return cls(exc.file, exc.line, exc.column, exc.value, message, True)
+        return cls(exc.file, exc.line, exc.column, exc.value, exc.reason, True)
 
     def to_error(self) -> AnnotationError:
         return AnnotationError(self.message, file=self.file, line=self.line,

@@ -40,6 +40,14 @@ def fail_cleanly() -> Iterator[None]:
         raise click.ClickException(str(exc)) from exc
 
 
+def print_problems(problems: list, max_shown: int) -> None:
+    """Print up to ``max_shown`` problems, one a line, then how many were left out."""
+    for problem in problems[:max_shown]:
+        console.print(str(problem), markup=False, highlight=False)
+    if len(problems) > max_shown:
+        console.print(f"... and {len(problems) - max_shown} more")
+
+
 def find_csv(root_or_csv: Path) -> Path:
     """A DL_info.csv path, or a dataset root holding one."""
     if root_or_csv.is_dir():

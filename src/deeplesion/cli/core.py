@@ -9,10 +9,11 @@ import click
 from rich.table import Table
 
 from ..annotations import OFFICIAL_ROWS, git_blob_id, is_official, load_lesions
+from ..completeness import completeness
 from ..stats import dataset_stats
 from ..validation import validate as validate_csv
 from . import main
-from ._common import console, fail_cleanly, find_csv, progress_bar
+from ._common import console, fail_cleanly, find_csv, print_problems, progress_bar
 
 
 @main.command()
@@ -46,9 +47,12 @@ def info(root_or_csv: Path) -> None:
             console.print(f"[bold]{root}[/bold]: {len(folders)} series folders, "
                           f"{n_slices} slices in Images_png/")
             if csv_path is not None:
-                present = sum(1 for l in {l.png_relpath for l in table}
-                              if (root / l).is_file())
-                console.print(f"  key slices present: {present} of {stats['key_slices']}")
+                c = completeness(root, table)
+                console.print(f"  series present: {c.series_present} of {c.series_expected} "
+                              f"({c.series_complete} complete)")
+                console.print(f"  slices present: {c.slices_present} of {c.slices_expected}")
+                console.print(f"  key slices present: {c.key_slices_present} of "
+                              f"{c.key_slices_expected}")
 
 
 @main.command()
@@ -62,10 +66,7 @@ def validate(csv_path: Path, images_root: Path | None, max_shown: int) -> None:
     """Check every row of a DL_info.csv; exit 1 when any problem is found."""
     with fail_cleanly(), progress_bar("validating rows", None) as update:
         report = validate_csv(csv_path, images_root=images_root, progress=update)
-    for problem in report.problems[:max_shown]:
-        console.print(str(problem), markup=False, highlight=False)
-    if len(report.problems) > max_shown:
-        console.print(f"... and {len(report.problems) - max_shown} more")
+    print_problems(report.problems, max_shown)
     console.print(f"{report.rows} rows: {len(report.fatal)} errors, "
                   f"{len(report.warnings)} warnings")
     if report.problems:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path
+from ..io import save_figure
 from .sweep import FrocCurve, read_curve
 
 #: Published sensitivities (%) on the official key-slice test set at 0.5, 1, 2, 4, 8, 16
@@ -57,10 +57,7 @@ def plot_froc(curves: Mapping[str, FrocCurve], path: str | Path, *,
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-        path = Path(path)
-        fmt = path.suffix.lstrip(".").lower() or "png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, bbox_inches="tight")
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return save_figure(fig, path, bbox_inches="tight")

@@ -20,13 +20,13 @@ NIH authors' evaluation code:
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..tags import load_hand_labeled, load_text_mined
 from .errors import EvaluationError, PredictionError
 
 #: Candidate thresholds of the upstream search (np.arange(.2, 1, .05)).
@@ -192,16 +192,15 @@ def lesanet_labels(path: str | Path, split: str = "test") -> TagLabels:
 
     Uncertain labels are masked out; every other label not marked relevant is negative.
     """
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    try:
-        terms = list(data["term_list"])
-        idxs = np.asarray(data[f"{split}_lesion_idxs"], dtype=np.int64)
-        relevant = _matrix(data[f"{split}_relevant_labels"], len(terms))
-        uncertain = _matrix(data.get(f"{split}_uncertain_labels", [[]] * len(idxs)),
-                            len(terms))
-    except KeyError as exc:
-        raise PredictionError(f"missing key {exc} (split {split!r})", file=str(path)) from None
-    return TagLabels(terms, idxs, relevant & ~uncertain, ~uncertain)
+    mined = load_text_mined(path)
+    rows = mined.split_rows(split)
+    index = {t: i for i, t in enumerate(mined.terms)}
+    relevant = _matrix([[index[t] for t in mined.by_row[r].relevant] for r in rows],
+                       len(index))
+    uncertain = _matrix([[index[t] for t in mined.by_row[r].uncertain] for r in rows],
+                        len(index))
+    return TagLabels(mined.terms, np.asarray(rows, dtype=np.int64), relevant & ~uncertain,
+                     ~uncertain)
 
 
 def hand_labelled(path: str | Path, terms: Sequence[str]) -> TagLabels:
@@ -210,12 +209,11 @@ def hand_labelled(path: str | Path, terms: Sequence[str]) -> TagLabels:
     Every tag is labelled: ``expanded_terms`` are relevant, the rest negative. Terms
     outside ``terms`` are ignored.
     """
-    items = json.loads(Path(path).read_text(encoding="utf-8"))
+    items = load_hand_labeled(path)
     index = {t: i for i, t in enumerate(terms)}
-    lists = [[index[t] for t in item["expanded_terms"] if t in index] for item in items]
-    relevant = _matrix(lists, len(terms))
-    return TagLabels(list(terms), np.array([item["lesion_idx"] for item in items],
-                                           dtype=np.int64),
+    relevant = _matrix([[index[t] for t in item.terms if t in index] for item in items],
+                       len(terms))
+    return TagLabels(list(terms), np.array([item.row_index for item in items], dtype=np.int64),
                      relevant, np.ones_like(relevant))
 
 
