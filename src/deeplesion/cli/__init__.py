@@ -20,3 +20,4 @@ from . import download  # noqa: E402,F401
 from . import analysis  # noqa: E402,F401
 from . import review  # noqa: E402,F401
 from . import volumes  # noqa: E402,F401
+from . import train  # noqa: E402,F401

@@ -1,0 +1,176 @@
+"""``deeplesion export-coco``, ``train-detector`` and ``detect``.
+
+torch is imported only inside the training commands (the ``[torch]`` extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+from . import main
+from ._common import console, err_console, fail_cleanly, find_csv
+
+_SPLITS = click.Choice(["train", "val", "test", "all"])
+
+
+def _split(value: str | None) -> str | None:
+    return None if value in (None, "all", "none") else value
+
+
+def _annotations(root: Path, annotations: Path | None) -> Path:
+    return find_csv(annotations) if annotations is not None else find_csv(root)
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError as exc:
+        raise click.ClickException(
+            f"this command needs PyTorch: pip install 'deeplesion[torch]' ({exc})") from exc
+
+
+@main.command("export-coco")
+@click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
+@click.option("--split", type=_SPLITS, default="all", show_default=True)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="COCO JSON to write.")
+@click.option("--include-noisy", is_flag=True, help="Keep lesions marked Possibly_noisy.")
+def export_coco_cmd(csv_path: Path, split: str, out: Path, include_noisy: bool) -> None:
+    """Write key slices and lesions of DL_info.csv as COCO JSON (bbox 0-based x, y, w, h)."""
+    from ..annotations import load_lesions
+    from ..coco import write_coco
+
+    with fail_cleanly():
+        table = load_lesions(find_csv(csv_path))
+        coco = write_coco(out, table.lesions, _split(split), include_noisy=include_noisy)
+    console.print(f"wrote {out}: {len(coco['images'])} images, "
+                  f"{len(coco['annotations'])} lesions")
+
+
+@main.command("train-detector")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder (checkpoints, history.json). A run with last.pt resumes with "
+                   "its own settings (only --epochs can extend it).")
+@click.option("--annotations", type=click.Path(exists=True, path_type=Path),
+              help="DL_info.csv (default: ROOT/DL_info.csv).")
+@click.option("--preset", default="mulan", show_default=True,
+              help="Preprocessing preset: native, 3dce, mulan, a3d.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a preprocessing field, e.g. --set n_slices=27 (repeatable).")
+@click.option("--arch", type=click.Choice(["fasterrcnn_resnet50_fpn_v2", "tiny"]),
+              default="fasterrcnn_resnet50_fpn_v2", show_default=True)
+@click.option("--anchors", default="16,24,32,48,96", show_default=True,
+              help="Anchor sizes in px (5 for the FPN backbone).")
+@click.option("--pretrained-backbone", is_flag=True,
+              help="Start from ImageNet ResNet-50 weights (downloads them).")
+@click.option("--epochs", type=int,
+              help="Epochs [default: 8]; on resume, extends the run if larger.")
+@click.option("--batch-size", type=int, default=2, show_default=True)
+@click.option("--iterations-per-epoch", type=int, help="Default: one pass over the images.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd",
+              show_default=True)
+@click.option("--lr", type=float, default=0.01, show_default=True)
+@click.option("--warmup", "warmup", type=int, default=100, show_default=True,
+              help="Linear warm-up iterations.")
+@click.option("--lr-drop", "lr_drop", multiple=True, type=int,
+              help="Epoch at which the learning rate is divided by 10 (repeatable).")
+@click.option("--train-split", type=_SPLITS, default="train", show_default=True)
+@click.option("--val-split", type=click.Choice(["train", "val", "test", "all", "none"]),
+              default="val", show_default=True)
+@click.option("--no-augment", is_flag=True, help="Switch off the preset's augmentation.")
+@click.option("--cache", is_flag=True, help="Keep un-augmented images in memory.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--checkpoint-every", type=int, default=50, show_default=True)
+def train_detector_cmd(root: Path, out_dir: Path, annotations: Path | None, preset: str,
+                       sets: tuple[str, ...], arch: str, anchors: str,
+                       pretrained_backbone: bool, epochs: int | None, batch_size: int,
+                       iterations_per_epoch: int | None, optimizer: str, lr: float,
+                       warmup: int, lr_drop: tuple[int, ...], train_split: str,
+                       val_split: str, no_augment: bool, cache: bool, seed: int,
+                       workers: int, device: str, checkpoint_every: int) -> None:
+    """Train the baseline Faster R-CNN on ROOT; validation FROC after each epoch."""
+    _need_torch()
+    from ..detector import TrainConfig, train_detector
+    from ..preprocess import parse_override, preset as get_preset
+
+    with fail_cleanly():
+        overrides = dict(parse_override(s) for s in sets)
+        try:
+            get_preset(preset, **overrides)
+            anchor_sizes = tuple(float(a) for a in anchors.split(","))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        config = TrainConfig(
+            preset=preset, overrides=overrides, arch=arch, anchor_sizes=anchor_sizes,
+            pretrained_backbone=pretrained_backbone, epochs=epochs or 8,
+            batch_size=batch_size,
+            iterations_per_epoch=iterations_per_epoch, optimizer=optimizer, lr=lr,
+            warmup_iterations=warmup, lr_drop_epochs=lr_drop,
+            train_split=_split(train_split), val_split=_split(val_split),
+            augment=not no_augment, cache=cache, seed=seed, num_workers=workers,
+            device=device, checkpoint_every=checkpoint_every)
+        if (out_dir / "last.pt").is_file():
+            err_console.print(f"resuming from {out_dir / 'last.pt'} with its settings")
+            config = TrainConfig(epochs=epochs) if epochs else None
+        with _bar("training") as update:
+            def progress(done: int, total: int, info: dict) -> None:
+                update(done, total)
+                if "val" in info:
+                    val = info["val"]
+                    err_console.print(
+                        f"epoch {info['epoch'] + 1}: val average sensitivity "
+                        f"{100 * val['average']:.2f}% ({val['n_lesions']} lesions)")
+
+            result = train_detector(root, out_dir, config,
+                                    lesions=_annotations(root, annotations),
+                                    progress=progress)
+    console.print(f"done: {len(result.history)} epochs; best checkpoint {result.best_checkpoint}")
+
+
+@contextlib.contextmanager
+def _bar(description: str) -> Iterator:
+    """A rich progress bar whose total is set by the first update(done, total)."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@main.command("detect")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False,
+                                                             path_type=Path))
+@click.option("--split", type=_SPLITS, default="test", show_default=True)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Predictions CSV (file_name,x1,y1,x2,y2,score; 1-based DL_info pixels).")
+@click.option("--annotations", type=click.Path(exists=True, path_type=Path),
+              help="DL_info.csv (default: ROOT/DL_info.csv).")
+@click.option("--batch-size", type=int, default=2, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def detect_cmd(root: Path, checkpoint: Path, split: str, out: Path, annotations: Path | None,
+               batch_size: int, device: str) -> None:
+    """Run a trained detector on a split's key slices and write its predictions."""
+    _need_torch()
+    from ..detector import detect
+
+    with fail_cleanly():
+        with _bar("detecting") as update:
+            path = detect(root, checkpoint, out, split=_split(split),
+                          lesions=_annotations(root, annotations), batch_size=batch_size,
+                          device=device, progress=update)
+    console.print(f"wrote {path}")
