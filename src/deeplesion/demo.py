@@ -39,6 +39,7 @@ _FEATURE_STEPS = [
     ("extract", "deeplesion.extract:demo"),
     ("nifti", "deeplesion.nifti:demo"),
     ("evaluation", "deeplesion.evaluation:demo"),
+    ("coco", "deeplesion.coco:demo"),
     ("analysis", "deeplesion.analysis:demo"),
     ("review", "deeplesion.report:demo"),
 ]

@@ -14,10 +14,4 @@ def main() -> None:
 
 
 # Command modules register themselves on ``main`` when imported.
-from . import core, sample  # noqa: E402,F401
-from . import evaluate  # noqa: E402,F401
-from . import download  # noqa: E402,F401
-from . import analysis  # noqa: E402,F401
-from . import review  # noqa: E402,F401
-from . import volumes  # noqa: E402,F401
-from . import train  # noqa: E402,F401
+from . import analysis, core, download, evaluate, review, sample, train, volumes  # noqa: E402,F401
