@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from deeplesion.annotations import load_lesions
-from deeplesion.render import key_slice_path, render_key_slices
+from deeplesion.paths import key_slice_path
+from deeplesion.render import render_key_slices
 
 REAL = Path(os.environ.get("DEEPLESION_REAL_DATA",
                            Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -31,7 +32,7 @@ def baseline(root: Path, lesions, out_dir: Path) -> None:
     for lesion in lesions:
         groups.setdefault(lesion.file_name, []).append(lesion)
     for name, group in groups.items():
-        raw = np.asarray(Image.open(key_slice_path(root, group[0]))).astype(np.int32) - 32768
+        raw = np.asarray(Image.open(key_slice_path(root, group[0].file_name))).astype(np.int32) - 32768
         low, high = group[0].dicom_window_hu
         grey = np.clip((raw - low) / (high - low) * 255, 0, 255).astype(np.uint8)
         img = Image.fromarray(grey).convert("RGB")

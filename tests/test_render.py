@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from deeplesion.annotations import load_lesions
-from deeplesion.annotated_crops import _crop_resize, lesion_crop, shift_lesion
+from deeplesion.crops import _crop_resize, annotated_crop, shift_lesion
+from deeplesion.paths import key_slice_path
 from deeplesion.render import (BOX_RGB, LONG_AXIS_RGB, SHORT_AXIS_RGB, RenderError,
-                               key_slice_path, render_key_slice, render_key_slices)
+                               render_key_slice, render_key_slices)
 
 LIVER_CSV = "NNProject_liver_image_dataset_info.csv"
 
@@ -124,8 +125,8 @@ def test_release_layout_is_found_first(real_liver_dir, tmp_path):
     release = tmp_path / "Images_png" / lesion.series_folder / f"{lesion.key_slice_index:03d}.png"
     release.parent.mkdir(parents=True)
     os.symlink(real_liver_dir / "Images_png" / lesion.file_name, release)
-    assert key_slice_path(tmp_path, lesion) == release
-    assert key_slice_path(real_liver_dir, lesion) == (
+    assert key_slice_path(tmp_path, lesion.file_name) == release
+    assert key_slice_path(real_liver_dir, lesion.file_name) == (
         real_liver_dir / "Images_png" / lesion.file_name)
 
 
@@ -149,10 +150,10 @@ def test_crop_coordinates_follow_the_resampling(real_liver_dir):
         assert abs(my - (y - 1 - top) * tile / side + 0.5) < 1e-9
 
 
-def test_lesion_crop_with_context(sample_root):
+def test_annotated_crop_with_context(sample_root):
     table = load_lesions(sample_root / "DL_info.csv")
     lesion = table.lesions[0]
-    crop = lesion_crop(sample_root, lesion, context_slices=3, tile_px=96)
+    crop = annotated_crop(sample_root, lesion, context_slices=3, tile_px=96)
     assert crop.shape == (96, 288, 3)
     red = (crop == LONG_AXIS_RGB).all(axis=2)
     assert red[:, 96:192].any() and not red[:, :96].any() and not red[:, 192:].any()

@@ -50,7 +50,7 @@ def _thumbnail_lesions(root: Path, lesions: Sequence[Lesion], count: int, seed: 
 def _add_thumbnails(fig: Figure, ax, root: Path, lesions: Sequence[Lesion], seed: int,
                     count: int, tile_px: int) -> list[Lesion]:
     """Crops beside the map (left or right by their x), leader lines to their points."""
-    from .annotated_crops import lesion_crop
+    from .crops import annotated_crop
 
     shown = _thumbnail_lesions(root, lesions, count, seed)
     sides = {"left": [l for l in shown if l.location_norm[0] < 0.5],
@@ -58,7 +58,7 @@ def _add_thumbnails(fig: Figure, ax, root: Path, lesions: Sequence[Lesion], seed
     for side, group in sides.items():
         group.sort(key=lambda l: l.location_norm[2])
         for i, lesion in enumerate(group):
-            crop = lesion_crop(root, lesion, context_slices=1, tile_px=tile_px)
+            crop = annotated_crop(root, lesion, context_slices=1, tile_px=tile_px)
             box_x = -0.32 if side == "left" else 1.32
             box_z = (i + 0.5) / len(group)
             colour = TYPE_COLOURS[lesion.type_name]

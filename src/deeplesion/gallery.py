@@ -12,9 +12,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .annotations import LESION_TYPES, Lesion
-from .annotated_crops import lesion_crop
+from .crops import annotated_crop
 from .errors import DeepLesionError
-from .render import _font, key_slice_path, lesion_label, write_png
+from .paths import key_slice_path
+from .render import _font, lesion_label, write_png
 from .windowing import Window
 
 HEADER_WIDTH_PX = 118
@@ -66,7 +67,7 @@ def choose_examples(root: str | Path, lesions: Iterable[Lesion], *, per_type: in
     for code in sorted(by_type, key=lambda c: (c == -1, c)):
         pool = sorted(by_type[code], key=lambda l: l.row_index)
         rng.shuffle(pool)
-        picks = [l for l in pool if key_slice_path(root, l).is_file()][:per_type]
+        picks = [l for l in pool if key_slice_path(root, l.file_name).is_file()][:per_type]
         if picks:
             chosen[LESION_TYPES[code]] = sorted(picks, key=lambda l: l.row_index)
     return chosen
@@ -99,7 +100,7 @@ def make_gallery(root: str | Path, lesions: Iterable[Lesion], *, per_type: int =
         draw.text((8, y + tile_px // 2 - 8), type_name, font=big, fill=TEXT_RGB)
         for col, lesion in enumerate(picks):
             x = HEADER_WIDTH_PX + col * cell_w
-            crop = lesion_crop(root, lesion, window=window, context_slices=context_slices,
+            crop = annotated_crop(root, lesion, window=window, context_slices=context_slices,
                                tile_px=tile_px)
             canvas.paste(Image.fromarray(crop), (x, y))
             letter = tile_letter(len(entries))

@@ -63,3 +63,18 @@ def parse_folder(folder: str) -> tuple[int, int, int]:
 def slice_path(root: str | Path, folder: str, slice_number: int) -> Path:
     """Absolute path of one slice PNG under a dataset root."""
     return Path(root) / IMAGES_DIR / folder / slice_file(slice_number)
+
+
+def key_slice_path(root: str | Path, file_name: str) -> Path:
+    """Where the key slice ``file_name`` is under ``root``.
+
+    The release layout ``Images_png/<folder>/<NNN>.png`` first; then flat copies named by
+    ``File_name`` (``Images_png/<File_name>`` or ``<File_name>``). Returns the release path
+    when none exists.
+    """
+    root = Path(root)
+    release = root / parse_file_name(file_name).relpath
+    for candidate in (release, root / IMAGES_DIR / file_name, root / file_name):
+        if candidate.is_file():
+            return candidate
+    return release

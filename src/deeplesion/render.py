@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .annotations import Lesion, px1_to_index
 from .errors import DeepLesionError
 from .io import atomic_path
-from .paths import IMAGES_DIR, slice_path
+from .paths import key_slice_path
 from .slices import read_hu
 from .windowing import Window, apply_window, parse_window
 
@@ -164,21 +164,6 @@ def draw_lesions(image: np.ndarray, lesions: Iterable[Lesion],
 
 # --------------------------------------------------------------------------- key slices
 
-def key_slice_path(root: str | Path, lesion: Lesion) -> Path:
-    """Where a key slice's PNG is under ``root``.
-
-    The release layout ``Images_png/<folder>/<NNN>.png`` first; then flat copies named by
-    ``File_name`` (``Images_png/<File_name>`` or ``<File_name>``). Returns the release path
-    when none exists.
-    """
-    root = Path(root)
-    release = slice_path(root, lesion.series_folder, lesion.key_slice_index)
-    for candidate in (release, root / IMAGES_DIR / lesion.file_name, root / lesion.file_name):
-        if candidate.is_file():
-            return candidate
-    return release
-
-
 def _one_slice(lesions: Sequence[Lesion]) -> Lesion:
     if not lesions:
         raise RenderError("no lesions to draw")
@@ -206,7 +191,7 @@ def render_key_slice(root: str | Path, lesions: Sequence[Lesion], *,
     lesions = list(lesions)
     first = _one_slice(lesions)
     if hu is None:
-        hu = read_hu(key_slice_path(root, first))
+        hu = read_hu(key_slice_path(root, first.file_name))
     return draw_lesions(apply_window(hu, window_for(first, window)), lesions, style)
 
 
@@ -246,7 +231,7 @@ def render_key_slices(root: str | Path, lesions: Iterable[Lesion], out_dir: str 
     ``out_dir/crops/<File_name stem>_<row>.png``: each lesion zoomed, with its context
     slices side by side. ``progress`` gets the number of key slices done.
     """
-    from .annotated_crops import lesion_crop  # local: annotated_crops imports this module
+    from .crops import annotated_crop  # local: crops imports this module
 
     out_dir = Path(out_dir)
     result = RenderResult()
@@ -256,7 +241,7 @@ def render_key_slices(root: str | Path, lesions: Iterable[Lesion], out_dir: str 
             result.skipped.append(target)
         else:
             try:
-                hu = read_hu(key_slice_path(root, group[0]))
+                hu = read_hu(key_slice_path(root, group[0].file_name))
                 result.written.append(write_png(target, render_key_slice(
                     root, group, window=window, style=style, hu=hu)))
             except (OSError, ValueError) as exc:
@@ -268,7 +253,7 @@ def render_key_slices(root: str | Path, lesions: Iterable[Lesion], out_dir: str 
                     result.skipped.append(crop_path)
                     continue
                 try:
-                    result.written.append(write_png(crop_path, lesion_crop(
+                    result.written.append(write_png(crop_path, annotated_crop(
                         root, lesion, window=window, context_slices=context_slices,
                         step_mm=step_mm)))
                 except (OSError, ValueError) as exc:

@@ -67,13 +67,14 @@ def tag_features(lesions: Sequence[Lesion], tagged, terms: Sequence[str]) -> np.
 def image_features(root: str | Path, lesions: Sequence[Lesion], *,
                    progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """HU statistics of each lesion's patch (NaN rows for unreadable slices)."""
-    from .crops import ellipse_mask, hu_patch, key_slice_path
+    from .crops import ellipse_mask, hu_patch
+    from .paths import key_slice_path
     from .slices import read_hu
 
     out = np.full((len(lesions), len(IMAGE_FEATURES)), np.nan)
     cache: dict[Path, np.ndarray] = {}
     for i, l in enumerate(lesions):
-        path = key_slice_path(root, l)
+        path = key_slice_path(root, l.file_name)
         try:
             if path not in cache:
                 cache.clear()  # rows are grouped by key slice: keep only the last one
