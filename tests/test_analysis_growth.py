@@ -127,3 +127,17 @@ def test_recist_responses_over_studies_with_missing_target():
         (2, pytest.approx(46.0), "SD"), (3, pytest.approx(52.0), "SD")]
     assert carry[0].missing_targets == 1 and carry[1].nadir_mm == pytest.approx(46.0)
     assert [r.category for r in recist_responses(tracks, missing="ne")] == ["NE", "SD"]
+
+
+def test_new_lesion_is_pd_unless_ignored():
+    template = sample_lesions()[0][0]
+    rows = [_series(template, 9, 1, 40.0, 0.30),
+            _series(template, 9, 2, 38.0, 0.30), _series(template, 9, 2, 15.0, 0.90, 30)]
+    rows = [replace(r, row_index=i) for i, r in enumerate(rows)]
+    tracks = link_patient(rows)
+    assert sorted(t.row_indexes for t in tracks) == [[0, 1], [2]]
+    (strict,) = recist_responses(tracks)
+    assert (strict.new_lesions, strict.category) == (1, "PD")
+    (lenient,) = recist_responses(tracks, new_lesions="ignore")
+    # 38 vs baseline 40: -5 %, +0 mm: stable; the new lesion is still counted
+    assert (lenient.new_lesions, lenient.category) == (1, "SD")

@@ -107,7 +107,7 @@ def track_strip(root: str | Path, track: Track, path: str | Path) -> Path:
 
 def write_growth(lesions: Sequence[Lesion], out_dir: str | Path, *,
                  rule: MatchRule = MatchRule(), root: str | Path | None = None,
-                 missing: str = "carry", plots: bool = True,
+                 missing: str = "carry", new_lesions: str = "pd", plots: bool = True,
                  progress: Callable[[int, int], None] | None = None
                  ) -> tuple[dict[int, list[Track]], dict[int, list[Response]], list[Path]]:
     """Link, assess and write ``tracks.csv``, ``responses.csv`` and, for patients with
@@ -115,7 +115,8 @@ def write_growth(lesions: Sequence[Lesion], out_dir: str | Path, *,
     """
     out_dir = Path(out_dir)
     tracks = link_all(lesions, rule, progress=progress)
-    responses = {p: recist_responses(ts, missing=missing) for p, ts in tracks.items()}
+    responses = {p: recist_responses(ts, missing=missing, new_lesions=new_lesions)
+                 for p, ts in tracks.items()}
     written = [_write_csv(out_dir / "tracks.csv", TRACK_COLUMNS, track_rows(tracks)),
                _write_csv(out_dir / "responses.csv", RESPONSE_COLUMNS,
                           response_rows(responses))]

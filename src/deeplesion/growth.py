@@ -31,6 +31,9 @@ RECIST 1.1 with DeepLesion (assumptions)
   included): PD if SLD >= nadir x 1.2 and SLD - nadir >= 5 mm, or if a new lesion (an
   unmatched lesion in a follow-up study) appears; CR if SLD is 0; PR if SLD <= baseline
   x 0.7; SD otherwise.
+* DeepLesion often annotates different lesions in each study, so on the real data many
+  follow-ups have an unmatched lesion; ``new_lesions="ignore"`` still counts them but
+  classifies by the sums of long diameters alone.
 """
 
 from __future__ import annotations
@@ -335,10 +338,17 @@ def classify(sld_mm: float, baseline_mm: float, nadir_mm: float, new_lesions: in
     return "SD", "neither PR nor PD"
 
 
-def recist_responses(tracks: Sequence[Track], *, missing: str = "carry") -> list[Response]:
-    """RECIST 1.1 response at each follow-up study of one patient's tracks."""
+def recist_responses(tracks: Sequence[Track], *, missing: str = "carry",
+                     new_lesions: str = "pd") -> list[Response]:
+    """RECIST 1.1 response at each follow-up study of one patient's tracks.
+
+    ``new_lesions="pd"`` (RECIST) makes a follow-up with a new lesion PD; ``"ignore"``
+    counts new lesions but classifies by the sums of long diameters only.
+    """
     if missing not in ("carry", "ne"):
         raise ValueError(f"missing must be 'carry' or 'ne', got {missing!r}")
+    if new_lesions not in ("pd", "ignore"):
+        raise ValueError(f"new_lesions must be 'pd' or 'ignore', got {new_lesions!r}")
     if not tracks:
         return []
     studies = sorted({o.study_index for t in tracks for o in t.observations})
@@ -358,11 +368,12 @@ def recist_responses(tracks: Sequence[Track], *, missing: str = "carry") -> list
                 last_seen[t.track_id] = value
         sld = sum(last_seen.values())
         new = sum(1 for t in tracks if t.is_new and t.first_study == study)
+        decisive_new = new if new_lesions == "pd" else 0
         nadir = min(history)
-        if missing == "ne" and missing_count and not new:
+        if missing == "ne" and missing_count and not decisive_new:
             category, reason = "NE", f"{missing_count} target lesion(s) not measured"
         else:
-            category, reason = classify(sld, baseline, nadir, new)
+            category, reason = classify(sld, baseline, nadir, decisive_new)
         out.append(Response(tracks[0].patient_index, study, sld, baseline, nadir, new,
                             missing_count, category, reason))
         history.append(sld)

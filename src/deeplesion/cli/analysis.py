@@ -49,8 +49,11 @@ def _load_tagged(csv_path: Path, lesanet: Path | None, override: bool, table=Non
 @click.option("--missing", type=click.Choice(["carry", "ne"]), default="carry",
               show_default=True, help="Target lesion not annotated in a follow-up: carry its "
                                       "last size forward, or call the follow-up NE.")
+@click.option("--new-lesions", type=click.Choice(["pd", "ignore"]), default="pd",
+              show_default=True, help="An unmatched lesion in a follow-up: PD (RECIST), or "
+                                      "counted only (DeepLesion annotates some lesions only).")
 def growth(csv_path: Path, patient: tuple[int, ...], out_dir: Path | None, root: Path | None,
-           max_cost: float, location_scale: float, missing: str) -> None:
+           max_cost: float, location_scale: float, missing: str, new_lesions: str) -> None:
     """Link lesions across each patient's studies; tracks and RECIST 1.1 responses."""
     from ..analysis import write_growth
     from ..growth import link_all, recist_responses
@@ -63,10 +66,12 @@ def growth(csv_path: Path, patient: tuple[int, ...], out_dir: Path | None, root:
         rule = MatchRule(max_cost=max_cost, location_scale_norm=location_scale)
         if out_dir is not None:
             tracks, responses, written = write_growth(lesions, out_dir, rule=rule, root=root,
-                                                      missing=missing)
+                                                      missing=missing,
+                                                      new_lesions=new_lesions)
         else:
             tracks = link_all(lesions, rule)
-            responses = {p: recist_responses(ts, missing=missing) for p, ts in tracks.items()}
+            responses = {p: recist_responses(ts, missing=missing, new_lesions=new_lesions)
+                         for p, ts in tracks.items()}
             written = []
     followed = {p: ts for p, ts in tracks.items() if responses[p]}
     t = Table(title=f"tracks ({len(followed)} patients with follow-up studies)")
