@@ -61,38 +61,99 @@ def _write_csv(path: Path, columns: Sequence[str], rows: list[dict]) -> Path:
     return path
 
 
+#: Tick colours of the RECIST categories on the plot's top axis.
+RESPONSE_COLOURS = {"PD": "tab:red", "PR": "tab:green", "CR": "tab:blue", "SD": "0.3",
+                    "NE": "0.55"}
+_MARKERS = "os^DvPX*"
+#: Plot geometry in inches: space per study on the x axis, axes height, fixed margins.
+STUDY_WIDTH_IN = 0.42
+AXES_HEIGHT_IN = 3.0
+_LEFT_IN, _RIGHT_IN, _BOTTOM_IN, _TOP_IN, _GAP_IN = 0.7, 0.15, 0.8, 0.65, 0.12
+
+
+def track_style(position: int) -> tuple[tuple[float, float, float], str]:
+    """Colour and marker of the ``position``-th track (0-based) of a plot.
+
+    The 20 tab20 colours, dark shades first, and a new marker every 10 tracks, so no two
+    of the first 80 tracks look alike.
+    """
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"].colors
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+    return colours[order[position % 20]], _MARKERS[(position // 10) % len(_MARKERS)]
+
+
+def _study_tick_labels(studies: Sequence[int], ages: dict[int, float | None]) -> list[str]:
+    """Study index, with the patient's age below it where the age changes."""
+    labels, shown = [], object()
+    for s in studies:
+        age = "?" if ages[s] is None else f"{ages[s]:.0f} y"
+        labels.append(f"{s}\n{age}" if age != shown else str(s))
+        shown = age
+    return labels
+
+
 def plot_patient(tracks: Sequence[Track], path: str | Path,
                  responses: Sequence[Response] = ()) -> Path:
-    """Long diameter (mm) of each track against study; new lesions dashed."""
+    """Long diameter (mm) of each track against study; new lesions dashed.
+
+    Studies are evenly spaced in ``Study_index`` order and the figure widens with their
+    number; the RECIST response of each follow-up is written above the axes, the legend
+    sits right of them.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
     studies = sorted({o.study_index for t in tracks for o in t.observations})
-    ages = {}
+    x_of = {s: i for i, s in enumerate(studies)}
+    ages: dict[int, float | None] = {}
     for t in tracks:
         for o in t.observations:
             ages.setdefault(o.study_index, o.lesion.age_years)
-    for t in tracks:
-        xs = [o.study_index for o in t.observations]
-        ys = [o.long_mm for o in t.observations]
-        ax.plot(xs, ys, "o--" if t.is_new else "o-",
-                label=f"track {t.track_id} ({t.observations[0].lesion.type_name})"
-                + (" new" if t.is_new else ""))
-    for r in responses:
-        ax.annotate(r.category, (r.study_index, 1.0), xycoords=("data", "axes fraction"),
-                    ha="center", va="top", fontsize=8, fontweight="bold")
-    ax.set_xticks(studies)
-    ax.set_xticklabels([f"{s}\n({'?' if ages[s] is None else f'{ages[s]:.0f} y'})"
-                        for s in studies])
-    ax.set_xlabel("study (patient age)")
+    axes_w = max(4.0, STUDY_WIDTH_IN * len(studies))
+    fig = plt.figure(figsize=(axes_w + _LEFT_IN + _RIGHT_IN,
+                              AXES_HEIGHT_IN + _BOTTOM_IN + _TOP_IN), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    for i, t in enumerate(tracks):
+        colour, marker = track_style(i)
+        ax.plot([x_of[o.study_index] for o in t.observations],
+                [o.long_mm for o in t.observations], color=colour, marker=marker,
+                markersize=4, linestyle="--" if t.is_new else "-",
+                label=f"{t.track_id} {t.observations[0].lesion.type_name}"
+                + (" (new)" if t.is_new else ""))
+    ax.set_xlim(-0.5, len(studies) - 0.5)
+    ax.set_xticks(range(len(studies)), _study_tick_labels(studies, ages), fontsize=8)
+    ax.set_xlabel("study (patient age where it changes)")
     ax.set_ylabel("long diameter (mm)")
-    ax.set_title(f"patient {tracks[0].patient_index}" if tracks else "")
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    ax.grid(axis="y", alpha=0.3)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([x_of[r.study_index] for r in responses],
+                   [r.category for r in responses], fontsize=7, fontweight="bold")
+    top.tick_params(length=0)
+    for label, r in zip(top.get_xticklabels(), responses):
+        label.set_color(RESPONSE_COLOURS.get(r.category, "black"))
+    if responses:
+        ax.annotate("RECIST", (0, 1), xycoords="axes fraction", xytext=(-4, 3),
+                    textcoords="offset points", ha="right", va="bottom", fontsize=7)
+    ax.set_title(f"patient {tracks[0].patient_index}" if tracks else "", pad=14)
+    legend_w = 0.0
+    if tracks:
+        rows = max(1, int(AXES_HEIGHT_IN / 0.16))  # legend rows that fit beside the axes
+        legend = ax.legend(fontsize=7, title="track", title_fontsize=7, loc="upper left",
+                           bbox_to_anchor=(1.0, 1.0), borderaxespad=0.0,
+                           ncol=-(-len(tracks) // rows), handlelength=2.5)
+        extent = legend.get_window_extent(fig.canvas.get_renderer())
+        legend_w = _GAP_IN + extent.width / fig.dpi
+        legend.set_bbox_to_anchor((1.0 + _GAP_IN / axes_w, 1.0))
+    width = _LEFT_IN + axes_w + legend_w + _RIGHT_IN
+    height = _BOTTOM_IN + AXES_HEIGHT_IN + _TOP_IN
+    fig.set_size_inches(width, height)
+    ax.set_position((_LEFT_IN / width, _BOTTOM_IN / height, axes_w / width,
+                     AXES_HEIGHT_IN / height))
     return save_figure(fig, path, dpi=100)
 
 
