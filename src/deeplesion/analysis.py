@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .annotations import Lesion, load_lesions
@@ -157,50 +158,81 @@ def plot_patient(tracks: Sequence[Track], path: str | Path,
     return save_figure(fig, path, dpi=100)
 
 
-def track_strip(root: str | Path, track: Track, path: str | Path) -> Path:
+@dataclass(frozen=True, slots=True)
+class StripFile:
+    """A strip of crops written to ``path``."""
+
+    path: Path
+    tiles: int
+    missing: int  #: tiles drawn as "no image" (key slice not found or unreadable)
+
+
+def _strip(root: str | Path, lesions: Sequence[Lesion], titles: Sequence[str],
+           path: str | Path, suptitle: str = "", **crop_kwargs) -> StripFile:
+    crops = [try_crop(root, l, **crop_kwargs) for l in lesions]
+    written = write_strip(crops, titles, path, suptitle=suptitle)
+    return StripFile(written, len(crops), sum(c is None for c in crops))
+
+
+def track_strip(root: str | Path, track: Track, path: str | Path) -> StripFile:
     """The track's key-slice crops across studies, one panel per study."""
     side_mm = 2.5 * max(o.long_mm for o in track.observations)  # one field of view
-    crops = [try_crop(root, o.lesion, side_mm=side_mm) for o in track.observations]
     titles = [f"study {o.study_index}\n{o.long_mm:.1f} mm" for o in track.observations]
-    return write_strip(crops, titles, path, suptitle=f"patient {track.patient_index}, "
-                       f"track {track.track_id}")
+    return _strip(root, [o.lesion for o in track.observations], titles, path,
+                  suptitle=f"patient {track.patient_index}, track {track.track_id}",
+                  side_mm=side_mm)
+
+
+@dataclass
+class GrowthOutput:
+    """What :func:`write_growth` linked, assessed and wrote."""
+
+    tracks: dict[int, list[Track]]
+    responses: dict[int, list[Response]]
+    written: list[Path]
+    strip_tiles: int = 0
+    missing_tiles: int = 0  #: strip tiles without an image
 
 
 def write_growth(lesions: Sequence[Lesion], out_dir: str | Path, *,
                  rule: MatchRule = MatchRule(), root: str | Path | None = None,
                  missing: str = "carry", new_lesions: str = "pd", plots: bool = True,
-                 progress: Callable[[int, int], None] | None = None
-                 ) -> tuple[dict[int, list[Track]], dict[int, list[Response]], list[Path]]:
+                 progress: Callable[[int, int], None] | None = None) -> GrowthOutput:
     """Link, assess and write ``tracks.csv``, ``responses.csv`` and, for patients with
     follow-ups, ``patient_<N>.png`` plots (and crop strips under ``strips/`` with ``root``).
+
+    ``progress(done, total)`` counts patients as their files are written.
     """
     out_dir = Path(out_dir)
-    tracks = link_all(lesions, rule, progress=progress)
+    tracks = link_all(lesions, rule)
     responses = {p: recist_responses(ts, missing=missing, new_lesions=new_lesions)
                  for p, ts in tracks.items()}
-    written = [_write_csv(out_dir / "tracks.csv", TRACK_COLUMNS, track_rows(tracks)),
-               _write_csv(out_dir / "responses.csv", RESPONSE_COLUMNS,
-                          response_rows(responses))]
-    if plots:
-        for patient, ts in tracks.items():
-            if not responses[patient]:
-                continue  # a single study: nothing to follow
-            written.append(plot_patient(ts, out_dir / f"patient_{patient}.png",
-                                        responses[patient]))
-            if root is not None:
-                for t in ts:
-                    if len(t.observations) > 1:
-                        written.append(track_strip(
-                            root, t, out_dir / "strips" / f"patient_{patient}_track_{t.track_id}.png"))
-    return tracks, responses, written
+    out = GrowthOutput(tracks, responses, [
+        _write_csv(out_dir / "tracks.csv", TRACK_COLUMNS, track_rows(tracks)),
+        _write_csv(out_dir / "responses.csv", RESPONSE_COLUMNS, response_rows(responses))])
+    for done, (patient, ts) in enumerate(tracks.items(), start=1):
+        if plots and responses[patient]:  # a single study has nothing to follow
+            out.written.append(plot_patient(ts, out_dir / f"patient_{patient}.png",
+                                            responses[patient]))
+            for t in ts if root is not None else ():
+                if len(t.observations) > 1:
+                    strip = track_strip(root, t, out_dir / "strips"
+                                        / f"patient_{patient}_track_{t.track_id}.png")
+                    out.written.append(strip.path)
+                    out.strip_tiles += strip.tiles
+                    out.missing_tiles += strip.missing
+        if progress:
+            progress(done, len(tracks))
+    return out
 
 
-def similar_strip(root: str | Path, query: Lesion, neighbours, path: str | Path) -> Path:
+def similar_strip(root: str | Path, query: Lesion, neighbours, path: str | Path
+                  ) -> StripFile:
     """Crops of the query and its neighbours, side by side."""
     lesions = [query] + [n.lesion for n in neighbours]
     titles = [f"query\n{query.file_name}"] + [
         f"{n.similarity:.2f} {n.lesion.type_name}\n{n.lesion.file_name}" for n in neighbours]
-    return write_strip([try_crop(root, l) for l in lesions], titles, path)
+    return _strip(root, lesions, titles, path)
 
 
 def demo(root: Path, csv_path: Path, out_dir: Path) -> list[Path]:
@@ -209,7 +241,7 @@ def demo(root: Path, csv_path: Path, out_dir: Path) -> list[Path]:
 
     out_dir = Path(out_dir)
     table = load_lesions(csv_path)
-    _, _, written = write_growth(table.lesions, out_dir / "growth", root=root)
+    written = write_growth(table.lesions, out_dir / "growth", root=root).written
     if len(table.lesions) > 1:
         index = LesionIndex.build(table.lesions, root=root)
         query = table.lesions[0]
@@ -220,5 +252,5 @@ def demo(root: Path, csv_path: Path, out_dir: Path) -> list[Path]:
         written.append(_write_csv(out_dir / "similar.csv",
                                   ("rank", "row_index", "file_name", "type", "similarity"),
                                   rows))
-        written.append(similar_strip(root, query, neighbours, out_dir / "similar.png"))
+        written.append(similar_strip(root, query, neighbours, out_dir / "similar.png").path)
     return written

@@ -10,7 +10,7 @@ from rich.table import Table
 from ..annotations import Lesion, load_lesions
 from ..growth import MatchRule
 from . import main
-from ._common import console, fail_cleanly, find_csv, progress_bar
+from ._common import console, err_console, fail_cleanly, find_csv, progress_bar
 
 _CSV = click.Path(exists=True, path_type=Path)
 _ROOT = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -34,6 +34,14 @@ def _load_tagged(csv_path: Path, lesanet: Path | None, override: bool, table=Non
         console.print(f"[yellow]warning:[/yellow] {csv_path} is not the official DL_info.csv; "
                       "tags joined by row index at your request")
     return tagged, lesa
+
+
+def _warn_missing(missing: int, tiles: int, root: Path | None) -> None:
+    if missing:
+        err_console.print(f"[yellow]warning:[/yellow] {missing} of {tiles} crop tiles have no "
+                          f"image: key slice not found or unreadable under {root} (release "
+                          "layout Images_png/<folder>/<NNN>.png, or flat copies named by "
+                          "File_name)", highlight=False)
 
 
 @main.command()
@@ -64,15 +72,17 @@ def growth(csv_path: Path, patient: tuple[int, ...], out_dir: Path | None, root:
         if not lesions:
             raise click.ClickException(f"no lesions for patient(s) {list(patient)}")
         rule = MatchRule(max_cost=max_cost, location_scale_norm=location_scale)
+        output = None
         if out_dir is not None:
-            tracks, responses, written = write_growth(lesions, out_dir, rule=rule, root=root,
-                                                      missing=missing,
-                                                      new_lesions=new_lesions)
+            with progress_bar("growth files (patients)", None) as update:
+                output = write_growth(lesions, out_dir, rule=rule, root=root,
+                                      missing=missing, new_lesions=new_lesions,
+                                      progress=update)
+            tracks, responses = output.tracks, output.responses
         else:
             tracks = link_all(lesions, rule)
             responses = {p: recist_responses(ts, missing=missing, new_lesions=new_lesions)
                          for p, ts in tracks.items()}
-            written = []
     followed = {p: ts for p, ts in tracks.items() if responses[p]}
     t = Table(title=f"tracks ({len(followed)} patients with follow-up studies)")
     for col in ("patient", "track", "studies", "long diameters (mm)", "change", "min conf"):
@@ -95,8 +105,13 @@ def growth(csv_path: Path, patient: tuple[int, ...], out_dir: Path | None, root:
                       f"{x.change_from_baseline_pct:+.0f}%", f"{x.change_from_nadir_pct:+.0f}%",
                       x.category, x.reason)
     console.print(r)
-    for path in written:
-        console.print(f"wrote {path}")
+    if output is not None:
+        strips = sum(p.parent.name == "strips" for p in output.written)
+        plots = len(output.written) - strips - 2
+        console.print(f"wrote {len(output.written)} files under {out_dir}: tracks.csv, "
+                      f"responses.csv, {plots} patient plots"
+                      + (f", {strips} crop strips in strips/" if root is not None else ""))
+        _warn_missing(output.missing_tiles, output.strip_tiles, root)
 
 
 @main.command()
@@ -210,8 +225,9 @@ def similar(csv_path: Path, file_name: str, k: int, which: int, root: Path | Non
     console.print(t)
     if out_png is not None:
         with fail_cleanly():
-            similar_strip(root, query, found, out_png)
+            strip = similar_strip(root, query, found, out_png)
         console.print(f"wrote {out_png}")
+        _warn_missing(strip.missing, strip.tiles, root)
 
 
 @main.command()
