@@ -99,8 +99,9 @@ def image_features(root: str | Path, lesions: Sequence[Lesion], *,
 
 def _standardise(block: np.ndarray) -> np.ndarray:
     block = np.array(block, dtype=np.float64)
-    means = np.nanmean(block, axis=0) if block.size else np.zeros(block.shape[1])
-    means = np.where(np.isfinite(means), means, 0.0)
+    finite = np.isfinite(block)
+    counts = finite.sum(axis=0)
+    means = np.where(finite, block, 0.0).sum(axis=0) / np.maximum(counts, 1)  # 0 if none
     block = np.where(np.isfinite(block), block, means)
     std = block.std(axis=0)
     return (block - means) / np.where(std > 0, std, 1.0)

@@ -44,6 +44,10 @@ class TagFileError(DeepLesionError, ValueError):
     """A LesaNet file with an unexpected structure; names the file and the field."""
 
 
+class MissingExtraError(DeepLesionError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
 class UnknownTagError(DeepLesionError, KeyError):
     """A tag that is neither a term nor a synonym in the ontology or term list."""
 
@@ -233,14 +237,17 @@ def _split_bar(value: object) -> tuple[str, ...]:
 
 def load_ontology(path: str | Path) -> Ontology:
     """Load ``lesion_ontology_181022.xlsx`` (needs openpyxl: ``pip install deeplesion[tags]``)."""
+    import importlib
+
     import pandas as pd
 
     path = Path(path)
     try:
-        frame = pd.read_excel(path, engine="openpyxl")
+        importlib.import_module("openpyxl")  # pandas reads .xlsx through it
     except ImportError as exc:
-        raise ImportError("reading the LesaNet ontology needs openpyxl: "
-                          "pip install 'deeplesion[tags]'") from exc
+        raise MissingExtraError(f"{path}: reading the LesaNet ontology needs openpyxl, "
+                                "not installed: pip install \"deeplesion[tags]\"") from exc
+    frame = pd.read_excel(path, engine="openpyxl")
     needed = ["id", "class", "term", "synonyms", "term_exclusive", "term_parents",
               "term_children"]
     missing = [c for c in needed if c not in frame.columns]
