@@ -25,10 +25,12 @@ def _lesanet_options(f):
     return f
 
 
-def _load_tagged(csv_path: Path, lesanet: Path | None, override: bool, table=None):
-    from ..tags import join_tags, load_lesanet
+def _load_tagged(csv_path: Path, lesanet: Path | None, override: bool, table=None, *,
+                 ontology: bool = True):
+    from ..tags import check_official, join_tags, load_lesanet
 
-    lesa = load_lesanet(lesanet)
+    check_official(csv_path, override_fingerprint=override)  # refuse before loading LesaNet
+    lesa = load_lesanet(lesanet, ontology=ontology)
     tagged = join_tags(csv_path, lesa, override_fingerprint=override, table=table)
     if not tagged.official:
         console.print(f"[yellow]warning:[/yellow] {csv_path} is not the official DL_info.csv; "
@@ -184,15 +186,19 @@ def similar(csv_path: Path, file_name: str, k: int, which: int, root: Path | Non
             override_fingerprint: bool) -> None:
     """Find the K lesions most similar to the lesion on FILE_NAME (or a row index)."""
     from ..analysis import similar_strip
-    from ..retrieval import LesionIndex
+    from ..retrieval import DEFAULT_WEIGHTS, LesionIndex
 
     if out_png is not None and root is None:
         raise click.UsageError("--out needs --root (crops come from the images)")
     w = {}
     for item in weights:
         name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in DEFAULT_WEIGHTS:
+            raise click.BadParameter(f"{item!r}: unknown feature block {name!r}; allowed: "
+                                     f"{', '.join(DEFAULT_WEIGHTS)}", param_hint="--weight")
         try:
-            w[name.strip()] = float(value)
+            w[name] = float(value)
         except ValueError:
             raise click.BadParameter(f"{item!r}: expected BLOCK=NUMBER",
                                      param_hint="--weight") from None
@@ -202,7 +208,9 @@ def similar(csv_path: Path, file_name: str, k: int, which: int, root: Path | Non
         query = _find_lesion(table.lesions, file_name, which)
         tagged, terms = None, None
         if use_tags:
-            tagged, lesa = _load_tagged(csv_path, lesanet, override_fingerprint, table)
+            # the 171 terms are features; the ontology (and openpyxl) is not needed
+            tagged, lesa = _load_tagged(csv_path, lesanet, override_fingerprint, table,
+                                        ontology=False)
             terms = lesa.labels.terms
         if root is not None:
             with progress_bar("image features", len(table.lesions)) as update:
@@ -236,9 +244,16 @@ def similar(csv_path: Path, file_name: str, k: int, which: int, root: Path | Non
 @click.option("--tolerance-px", default=0.01, show_default=True,
               help="Report rows whose end points and Lesion_diameters_Pixel_ differ more.")
 def measure(csv_path: Path, file_names: tuple[str, ...], tolerance_px: float) -> None:
-    """RECIST diameters (mm), ellipse area and checks; distances between listed lesions."""
+    """RECIST diameters (mm), ellipse area and checks; distances between listed lesions
+    of the same patient.
+
+    Rows are named by their 0-based data row index and their CSV line (header = line 1).
+    """
     from ..measurement import MeasurementError, lesion_distance
     from ..measurement import measure as measure_lesion
+
+    def where(row_index: int) -> str:
+        return f"row_index {row_index} (CSV line {row_index + 2})"
 
     with fail_cleanly():
         table = load_lesions(find_csv(csv_path))
@@ -247,25 +262,33 @@ def measure(csv_path: Path, file_names: tuple[str, ...], tolerance_px: float) ->
         raise click.ClickException(f"none of {list(file_names)} is in {csv_path}")
     measured = [measure_lesion(l) for l in table]
     off = [m for m in measured if m.discrepancy_px > tolerance_px]
+    worst = max(off, key=lambda m: m.discrepancy_px) if off else None
     console.print(f"{len(measured)} lesions; {len(off)} with end points and "
                   f"Lesion_diameters_Pixel_ differing by more than {tolerance_px} px"
-                  + (f" (worst {max(m.discrepancy_px for m in off):.3f} px, row "
-                     f"{max(off, key=lambda m: m.discrepancy_px).row_index})" if off else ""))
+                  + (f" (worst {worst.discrepancy_px:.3f} px, {where(worst.row_index)})"
+                     if worst else ""), highlight=False)
     if not chosen:
         return
     t = Table()
-    for col in ("row", "file name", "long mm", "short mm", "area mm2", "axes angle"):
-        t.add_column(col)
+    for col in ("row_index (0-based)", "CSV line", "file name", "long mm", "short mm",
+                "area mm2", "axes angle"):
+        t.add_column(col, overflow="fold")
     by_row = {m.row_index: m for m in measured}
     for l in chosen:
         m = by_row[l.row_index]
-        t.add_row(str(l.row_index), l.file_name, f"{m.long_mm:.2f}", f"{m.short_mm:.2f}",
-                  f"{m.area_mm2:.1f}", f"{m.axes_angle_deg:.1f}")
+        t.add_row(str(l.row_index), str(l.row_index + 2), l.file_name, f"{m.long_mm:.2f}",
+                  f"{m.short_mm:.2f}", f"{m.area_mm2:.1f}", f"{m.axes_angle_deg:.1f}")
     console.print(t)
+    across_patients = 0
     for i, a in enumerate(chosen):
         for b in chosen[i + 1:]:
             try:
                 d = lesion_distance(a, b)
             except MeasurementError:
+                across_patients += 1
                 continue
-            console.print(f"row {a.row_index} - row {b.row_index}: {d.mm:.1f} mm ({d.method})")
+            console.print(f"{where(a.row_index)} - {where(b.row_index)}: {d.mm:.1f} mm "
+                          f"({d.method})", highlight=False)
+    if across_patients:
+        console.print(f"{across_patients} pair(s) of lesions of different patients left out: "
+                      "distances are measured within one patient only", highlight=False)
