@@ -141,3 +141,27 @@ def test_new_lesion_is_pd_unless_ignored():
     (lenient,) = recist_responses(tracks, new_lesions="ignore")
     # 38 vs baseline 40: -5 %, +0 mm: stable; the new lesion is still counted
     assert (lenient.new_lesions, lenient.category) == (1, "SD")
+
+
+def test_plot_widens_with_studies_and_tracks_look_distinct(tmp_path):
+    from PIL import Image
+
+    from deeplesion.analysis import STUDY_WIDTH_IN, plot_patient, track_style
+
+    styles = [track_style(i) for i in range(80)]
+    assert len(set(styles)) == 80  # colour + marker pairs never repeat within 80 tracks
+    assert len({colour for colour, _ in styles[:20]}) == 20
+
+    template = sample_lesions()[0][0]
+
+    def plot(n_studies: int, name: str) -> int:
+        rows = [_series(template, 9, s, 20.0 + s, 0.30) for s in range(1, n_studies + 1)]
+        rows = [replace(r, row_index=i) for i, r in enumerate(rows)]
+        tracks = link_patient(rows)
+        path = plot_patient(tracks, tmp_path / name, recist_responses(tracks))
+        with Image.open(path) as img:
+            return img.size[0]
+
+    short, long = plot(3, "short.png"), plot(20, "long.png")
+    assert long >= 20 * STUDY_WIDTH_IN * 100  # every study gets its share of width at 100 dpi
+    assert short < long
