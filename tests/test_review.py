@@ -250,3 +250,16 @@ def test_demo_step(sample_root, tmp_path):
     key_slices = {r["File_name"] for r in csv_rows(sample_root / "DL_info.csv")}
     assert key_slices <= names
     assert not list(tmp_path.rglob("*.incomplete"))
+
+
+# --------------------------------------------------------------------------- CLI checks
+
+@pytest.mark.parametrize("command,value", [("render", "4"), ("render", "0"),
+                                           ("gallery", "2"), ("gallery", "-1")])
+def test_cli_even_context_is_rejected_before_any_work(sample_root, tmp_path, command, value):
+    out = tmp_path / ("k2" if command == "render" else "g.png")
+    args = [command, str(sample_root), "--out", str(out), "--context", value]
+    r = CliRunner().invoke(main, args + (["--crops"] if command == "render" else []))
+    assert r.exit_code == 2, r.output
+    assert "--context" in r.output and "odd" in r.output and value in r.output
+    assert not out.exists()

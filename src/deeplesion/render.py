@@ -233,6 +233,8 @@ def render_key_slices(root: str | Path, lesions: Iterable[Lesion], out_dir: str 
     """
     from .crops import annotated_crop  # local: crops imports this module
 
+    if crops and (context_slices < 1 or context_slices % 2 == 0):
+        raise RenderError(f"context_slices must be an odd number >= 1, got {context_slices}")
     out_dir = Path(out_dir)
     result = RenderResult()
     for done, (name, group) in enumerate(group_by_key_slice(lesions).items(), start=1):

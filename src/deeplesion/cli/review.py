@@ -54,6 +54,13 @@ def _filter(table: LesionTable, splits=(), types=(), files=()) -> LesionTable:
     return table
 
 
+def _odd_context(ctx, param, value: int) -> int:
+    """Click callback: context slices are centred on the key slice, so an odd count."""
+    if value < 1 or value % 2 == 0:
+        raise click.BadParameter(f"must be an odd number >= 1, got {value}")
+    return value
+
+
 def _check_window(window: str) -> str:
     try:
         parse_window(window, (0.0, 1.0))
@@ -85,7 +92,7 @@ def _load(root_or_csv: Path, csv_path: Path | None) -> LesionTable:
 @click.option("--crops", is_flag=True,
               help="Also write OUT/crops/: each lesion zoomed, context slices side by side.")
 @click.option("--context", "context_slices", default=3, show_default=True,
-              help="Slices per crop (odd; 2 mm apart).")
+              callback=_odd_context, help="Slices per crop (odd; 2 mm apart).")
 @click.option("--line-width", default=1, show_default=True, help="Line width in pixels.")
 @click.option("--overwrite", is_flag=True, help="Redraw PNGs that already exist.")
 def render(root: Path, out_dir: Path, window: str, splits, types, files, csv_path,
@@ -122,7 +129,7 @@ def render(root: Path, out_dir: Path, window: str, splits, types, files, csv_pat
 @click.option("--per-type", default=4, show_default=True, help="Lesions per type.")
 @click.option("--seed", default=0, show_default=True, help="Random seed of the choice.")
 @click.option("--context", "context_slices", default=1, show_default=True,
-              help="Slices per tile (odd; 3 shows the neighbours 2 mm away).")
+              callback=_odd_context, help="Slices per tile (odd; 3 shows the neighbours 2 mm away).")
 @click.option("--tile", "tile_px", default=128, show_default=True, help="Tile size (px).")
 @click.option("--window", default="dicom", show_default=True, help="As for render.")
 @click.option("--unlabelled", is_flag=True, help="Add a row of unlabelled (train) lesions.")
