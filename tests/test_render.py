@@ -118,6 +118,7 @@ def test_render_key_slices_writes_resumes_and_survives_bad_images(real_liver_dir
     assert (saved == render_key_slice(root, [chosen[0]])).all()
     again = render_key_slices(root, chosen[:3], out)
     assert not again.written and len(again.skipped) == 3
+    assert not again.crops_written and not again.crops_skipped
 
 
 def test_release_layout_is_found_first(real_liver_dir, tmp_path):

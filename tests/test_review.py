@@ -263,3 +263,41 @@ def test_cli_even_context_is_rejected_before_any_work(sample_root, tmp_path, com
     assert r.exit_code == 2, r.output
     assert "--context" in r.output and "odd" in r.output and value in r.output
     assert not out.exists()
+
+
+def test_cli_render_help_lists_every_window_preset():
+    from deeplesion.windowing import PRESETS
+
+    r = CliRunner().invoke(main, ["render", "--help"], terminal_width=200,
+                           max_content_width=200)
+    assert r.exit_code == 0, r.output
+    words = set(re.findall(r"[\w-]+", r.output))
+    assert {"dicom", *PRESETS} <= words
+
+
+def test_cli_render_counts_key_slices_and_crops_and_hints_overwrite(sample_root, tmp_path):
+    rows = csv_rows(sample_root / "DL_info.csv")
+    names = sorted({r["File_name"] for r in rows})[:2]
+    n_crops = sum(r["File_name"] in names for r in rows)  # one crop per lesion row
+    out = tmp_path / "k"
+    args = ["render", str(sample_root), "--out", str(out), "--files", ",".join(names),
+            "--crops"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    text = " ".join(first.output.split())
+    assert "2 key slices written, 0 already there" in text
+    assert f"{n_crops} crops written, 0 already there" in text
+    assert "--overwrite" not in text
+    assert len(list((out / "crops").glob("*.png"))) == n_crops
+    before = np.asarray(Image.open(out / names[0]))
+    again = CliRunner().invoke(main, args + ["--window", "lung"])
+    assert again.exit_code == 0, again.output
+    text = " ".join(again.output.split())
+    assert "0 key slices written, 2 already there" in text
+    assert f"0 crops written, {n_crops} already there" in text
+    assert f"{2 + n_crops} kept; pass --overwrite to redraw them" in text
+    assert (np.asarray(Image.open(out / names[0])) == before).all()  # kept as it was
+    redraw = CliRunner().invoke(main, args + ["--window", "lung", "--overwrite"])
+    assert redraw.exit_code == 0, redraw.output
+    assert "2 key slices written" in redraw.output and "kept" not in redraw.output
+    assert (np.asarray(Image.open(out / names[0])) != before).any()

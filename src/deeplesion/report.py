@@ -250,7 +250,7 @@ def demo(root: Path, csv_path: Path, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     rendered = render_key_slices(root, table, out_dir / "key_slices", crops=True,
                                  overwrite=True)
-    written = list(rendered.written)
+    written = rendered.written + rendered.crops_written
     write_gallery(out_dir / "gallery.png", root, table, per_type=4, context_slices=3)
     written.append(out_dir / "gallery.png")
     written.append(write_body_map(out_dir / "bodymap.png", table, root=root))

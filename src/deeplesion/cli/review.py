@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..annotations import LESION_TYPES, TYPE_CODES, LesionTable, load_lesions, split_code
-from ..windowing import parse_window
+from ..windowing import PRESETS, parse_window
 from . import main
 from ._common import console, err_console, fail_cleanly, find_csv, progress_bar
 
@@ -83,7 +83,7 @@ def _load(root_or_csv: Path, csv_path: Path | None) -> LesionTable:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for the PNGs (one per key slice, named by File_name).")
 @click.option("--window", default="dicom", show_default=True,
-              help="dicom, lung, mediastinum, soft-tissue, liver, bone, full, or MIN,MAX HU.")
+              help=f"dicom (the row's DICOM_windows), {', '.join(PRESETS)}, or MIN,MAX HU.")
 @_SPLIT
 @_TYPE
 @click.option("--files", multiple=True, metavar="NAME",
@@ -116,8 +116,14 @@ def render(root: Path, out_dir: Path, window: str, splits, types, files, csv_pat
                                        context_slices=context_slices, progress=update)
     for name, reason in result.failed:
         err_console.print(f"[red]failed[/red] {name}: {reason}", highlight=False)
-    console.print(f"{len(result.written)} written, {len(result.skipped)} already there, "
-                  f"{len(result.failed)} failed -> {out_dir}")
+    counts = f"{len(result.written)} key slices written, {len(result.skipped)} already there"
+    if crops:
+        counts += (f"; {len(result.crops_written)} crops written, "
+                   f"{len(result.crops_skipped)} already there")
+    console.print(f"{counts}; {len(result.failed)} failed -> {out_dir}")
+    kept = len(result.skipped) + len(result.crops_skipped)
+    if kept:
+        console.print(f"{kept} kept; pass --overwrite to redraw them")
     if result.failed:
         raise SystemExit(1)
 
