@@ -301,3 +301,18 @@ def test_cli_render_counts_key_slices_and_crops_and_hints_overwrite(sample_root,
     assert redraw.exit_code == 0, redraw.output
     assert "2 key slices written" in redraw.output and "kept" not in redraw.output
     assert (np.asarray(Image.open(out / names[0])) != before).any()
+
+
+def test_cli_bodymap_says_how_many_lesions_are_plotted(real_val_csv, tmp_path):
+    n_rows = len(csv_rows(real_val_csv))
+    expected = round(0.15 * n_rows)  # sample_lesions draws round(fraction * n)
+    r = CliRunner().invoke(main, ["bodymap", str(real_val_csv), "--out",
+                                  str(tmp_path / "bm.svg"), "--fraction", "0.15"])
+    assert r.exit_code == 0, r.output
+    assert f"{expected} of {n_rows} lesions plotted" in " ".join(r.output.split())
+    svg = (tmp_path / "bm.svg").read_text()
+    assert f"{expected} of {n_rows} lesions" in svg  # the figure's title says the same
+    r = CliRunner().invoke(main, ["bodymap", str(real_val_csv), "--out",
+                                  str(tmp_path / "all.png")])
+    assert r.exit_code == 0, r.output
+    assert f"{n_rows} lesions plotted" in r.output and " of " not in r.output

@@ -172,7 +172,7 @@ def gallery(root: Path, out_path: Path, per_type: int, seed: int, context_slices
 def bodymap(csv_path: Path, out_path: Path, fraction, seed: int, no_unlabelled: bool,
             root, thumbnails: int, splits) -> None:
     """Lesions' normalised x against z (head at the top), coloured by type (README Fig. 1)."""
-    from ..bodymap import FORMATS, write_body_map
+    from ..bodymap import FORMATS, plotted_lesions, write_body_map
 
     if out_path.suffix.lower().lstrip(".") not in FORMATS:
         raise click.BadParameter(f"{out_path}: use a .png, .svg or .pdf name",
@@ -182,7 +182,11 @@ def bodymap(csv_path: Path, out_path: Path, fraction, seed: int, no_unlabelled: 
         write_body_map(out_path, table, fraction=fraction, seed=seed,
                        include_unlabelled=not no_unlabelled, root=root,
                        thumbnails=thumbnails)
-    console.print(f"{len(table)} lesions -> {out_path}")
+        plotted, eligible = plotted_lesions(table, fraction=fraction, seed=seed,
+                                            include_unlabelled=not no_unlabelled)
+    shown = (f"{len(plotted)} of {len(eligible)}" if len(plotted) != len(eligible)
+             else f"{len(eligible)}")
+    console.print(f"{shown} lesions plotted -> {out_path}")
 
 
 @main.command()
