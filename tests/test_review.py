@@ -230,6 +230,7 @@ def test_cli_gallery_bodymap_report(sample_root, tmp_path):
     r = run(main, ["gallery", str(sample_root), "--out", str(tmp_path / "g.png"),
                    "--per-type", "1", "--context", "3"])
     assert r.exit_code == 0, r.output
+    assert "key slice only" not in r.output  # the release layout has context slices
     assert Image.open(tmp_path / "g.png").mode == "RGB"
     r = run(main, ["bodymap", str(sample_root / "DL_info.csv"), "--out",
                    str(tmp_path / "m.svg"), "--root", str(sample_root)])
@@ -316,3 +317,34 @@ def test_cli_bodymap_says_how_many_lesions_are_plotted(real_val_csv, tmp_path):
                                   str(tmp_path / "all.png")])
     assert r.exit_code == 0, r.output
     assert f"{n_rows} lesions plotted" in r.output and " of " not in r.output
+
+
+def test_gallery_of_a_flat_folder_uses_single_slice_tiles(real_liver_dir, tmp_path):
+    """A flat folder holds key slices only: --context 3 cannot show neighbours, so the
+    tiles (and the whole montage) are those of --context 1, and the CLI says so once."""
+    run = CliRunner().invoke
+    base = ["gallery", str(real_liver_dir), "--csv", str(real_liver_dir / LIVER_CSV),
+            "--per-type", "3", "--tile", "64"]
+    one = run(main, base + ["--out", str(tmp_path / "one.png")])
+    assert one.exit_code == 0, one.output
+    assert "key slice only" not in one.output
+    three = run(main, base + ["--out", str(tmp_path / "three.png"), "--context", "3"])
+    assert three.exit_code == 0, three.output
+    assert " ".join(three.output.split()).count("3 of 3 tiles show the key slice only") == 1
+    a = np.asarray(Image.open(tmp_path / "one.png"))
+    b = np.asarray(Image.open(tmp_path / "three.png"))
+    assert a.shape == b.shape and (a == b).all()
+    _, entries = make_gallery(real_liver_dir, load_lesions(real_liver_dir / LIVER_CSV),
+                              per_type=3, tile_px=64, context_slices=3)
+    assert [e.n_slices for e in entries] == [1, 1, 1]
+    text = build_report(load_lesions(real_liver_dir / LIVER_CSV), root=real_liver_dir)
+    assert "context slices not found" in text and "-2, 0, +2 mm" not in text
+
+
+def test_gallery_with_context_in_the_release_layout(sample_root):
+    table = load_lesions(sample_root / "DL_info.csv")
+    image, entries = make_gallery(sample_root, table, per_type=1, tile_px=32,
+                                  context_slices=3)
+    assert entries and all(e.n_slices == 3 for e in entries)
+    single, _ = make_gallery(sample_root, table, per_type=1, tile_px=32)
+    assert image.shape[0] == single.shape[0] and image.shape[1] > single.shape[1]

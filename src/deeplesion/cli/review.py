@@ -153,6 +153,12 @@ def gallery(root: Path, out_path: Path, per_type: int, seed: int, context_slices
         entries = write_gallery(out_path, root, table, per_type=per_type, seed=seed,
                                 tile_px=tile_px, context_slices=context_slices,
                                 window=window, include_unlabelled=unlabelled)
+    single = sum(e.n_slices < context_slices for e in entries)
+    if single:
+        err_console.print(f"[yellow]{single} of {len(entries)} tiles show the key slice "
+                          f"only: context slices not found under {root} (flat layout, "
+                          "key slices only)[/yellow]",
+                          highlight=False)
     console.print(f"{len(entries)} lesions -> {out_path}")
 
 
