@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import DeepLesionError
-from .io import write_text_atomic
+from .io import read_text, write_text_atomic
 
 #: Public landing page of the release (where DL_info.csv and the zips are listed).
 RELEASE_PAGE = "https://nihcc.app.box.com/v/DeepLesion"
@@ -132,7 +132,7 @@ def load_manifest(path: str | Path | None = None) -> list[ManifestEntry]:
     starting with ``#`` ignored). ``None`` reads the official one shipped with the package."""
     path = official_manifest_path() if path is None else Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text(path)
     except UnicodeDecodeError as exc:
         raise ManifestError(f"file {path}: not UTF-8 text ({exc})") from exc
     lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1)
