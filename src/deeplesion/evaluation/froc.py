@@ -89,7 +89,9 @@ def ground_truth(lesions: LesionTable | Iterable[Lesion], split: str | int | Non
     for lesion in kept:
         names.setdefault(lesion.file_name, len(names))
     if not kept:
-        raise EvaluationError(f"no lesions in split {split!r} to evaluate")
+        present = sorted({l.split for l in all_lesions})
+        raise EvaluationError(f"no lesions in split {split!r} to evaluate; the annotations "
+                              f"hold {', '.join(present) or 'no rows'} (choose with --split)")
     evaluated = set(names)
     return GroundTruth(
         split="all" if code is None else SPLITS[code],
