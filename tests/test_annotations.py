@@ -210,3 +210,10 @@ def test_non_utf8_file_names_the_line(tmp_path):
         validate(path)
     assert (info.value.file, info.value.line) == (str(path), 3)
     assert "UTF-8" in str(info.value)
+
+
+def test_flat_key_slice_folder_counts_as_present(real_liver_dir):
+    report = validate(real_liver_dir / "NNProject_liver_image_dataset_info.csv",
+                      images_root=real_liver_dir)
+    assert report.rows == 23
+    assert [p for p in report.problems if p.column == "File_name"] == []
