@@ -343,3 +343,10 @@ def test_demo_step(mini_root, reference, tmp_path):
     paths = demo(mini_root, mini_root / "DL_info.csv", tmp_path / "demo")
     assert all(p.is_file() for p in paths)
     assert {p.name for p in paths} == set(reference)
+
+
+def test_cli_fails_when_nothing_can_be_exported(real_root, tmp_path):
+    # 000062_01_01 has no DL_info row here: no spacing, so no volume
+    result = CliRunner().invoke(main, ["nifti", str(real_root), str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "no volume exported" in result.output and "--spacing" in result.output
