@@ -197,13 +197,13 @@ def test_killed_run_restarts_to_identical_output(mini_root, reference, tmp_path)
     script = textwrap.dedent(f"""
         import os, signal
         import deeplesion.nifti as nifti
-        real, calls = nifti.read_slice_raw_into, [0]
-        def dying(path, buf):
+        real, calls = nifti.read_png_raw, [0]
+        def dying(path):
             calls[0] += 1
             if calls[0] == 20:  # in the middle of the second volume
                 os.kill(os.getpid(), signal.SIGKILL)
-            real(path, buf)
-        nifti.read_slice_raw_into = dying
+            return real(path)
+        nifti.read_png_raw = dying
         nifti.export_nifti({str(mini_root)!r}, {str(out)!r})
     """)
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
