@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import shutil
 import subprocess
 import sys
 import textwrap

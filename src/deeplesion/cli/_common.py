@@ -60,6 +60,15 @@ def warn_unusable(table) -> None:
                           "validate` for the list", highlight=False)
 
 
+def load_table(root_or_csv: Path):
+    """Load a DL_info.csv (or a root's), warning on stderr about rows it cannot use."""
+    from ..annotations import load_lesions
+
+    table = load_lesions(find_csv(root_or_csv))
+    warn_unusable(table)
+    return table
+
+
 def find_csv(root_or_csv: Path) -> Path:
     """A DL_info.csv path, or a dataset root holding one."""
     if root_or_csv.is_dir():

@@ -13,7 +13,8 @@ from ..completeness import completeness
 from ..stats import dataset_stats
 from ..validation import validate as validate_csv
 from . import main
-from ._common import console, fail_cleanly, find_csv, print_problems, progress_bar, warn_unusable
+from ._common import (console, fail_cleanly, find_csv, load_table, print_problems,
+                      progress_bar)
 
 
 @main.command()
@@ -81,9 +82,7 @@ def validate(csv_path: Path, images_root: Path | None, max_shown: int, strict: b
 def stats(csv_path: Path, as_json: bool) -> None:
     """Counts of lesions, key slices, series, studies, patients, splits and types."""
     with fail_cleanly():
-        table = load_lesions(find_csv(csv_path))
-        result = dataset_stats(table)
-    warn_unusable(table)
+        result = dataset_stats(load_table(csv_path))
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..annotations import LESION_TYPES, TYPE_CODES, LesionTable, load_lesions, split_code
+from ..annotations import LESION_TYPES, TYPE_CODES, LesionTable, split_code
 from ..windowing import PRESETS, parse_window
 from . import main
-from ._common import console, err_console, fail_cleanly, find_csv, progress_bar
+from ._common import console, err_console, fail_cleanly, find_csv, load_table, progress_bar
 
 _SPLIT = click.option("--split", "splits", multiple=True,
                       type=click.Choice(["train", "val", "test"]),
@@ -70,7 +70,7 @@ def _check_window(window: str) -> str:
 
 
 def _load(root_or_csv: Path, csv_path: Path | None) -> LesionTable:
-    table = load_lesions(csv_path or find_csv(root_or_csv))
+    table = load_table(csv_path or root_or_csv)
     fatal = [p for p in table.problems if p.fatal]
     if fatal:
         err_console.print(f"[yellow]{len(fatal)} rows skipped (run `deeplesion validate`); "
