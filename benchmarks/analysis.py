@@ -12,7 +12,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 
 from deeplesion.annotations import OFFICIAL_ROWS, load_lesions
 from deeplesion.retrieval import LesionIndex

@@ -8,7 +8,7 @@ import pytest
 
 from deeplesion.annotations import (COLUMNS, LESION_TYPES, git_blob_id, is_official,
                                     load_lesions, px1_to_index, index_to_px1, write_dl_info)
-from deeplesion.errors import AnnotationError
+from deeplesion.errors import AnnotationError, CellError
 from deeplesion.stats import dataset_stats
 from deeplesion.validation import validate
 
@@ -199,3 +199,21 @@ def test_frame_columns(real_excerpt_csv):
     assert np.allclose(frame.box_x2 - frame.box_x1,
                        [l.box_px1[2] - l.box_px1[0] for l in load_lesions(real_excerpt_csv)])
     assert set(frame.split) == {"train", "val", "test"}
+
+
+def test_non_utf8_file_names_the_line(tmp_path):
+    path = _write(tmp_path, {})
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"F,71", b"F,7\xe91")  # a Latin-1 byte on line 3
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(CellError) as info:
+        validate(path)
+    assert (info.value.file, info.value.line) == (str(path), 3)
+    assert "UTF-8" in str(info.value)
+
+
+def test_flat_key_slice_folder_counts_as_present(real_liver_dir):
+    report = validate(real_liver_dir / "NNProject_liver_image_dataset_info.csv",
+                      images_root=real_liver_dir)
+    assert report.rows == 23
+    assert [p for p in report.problems if p.column == "File_name"] == []

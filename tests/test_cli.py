@@ -30,6 +30,22 @@ def test_validate_exit_codes(real_excerpt_csv, tmp_path):
     assert f"{bad}:3" in result.output and "Slice_range" in result.output
 
 
+def test_validate_warnings_fail_only_with_strict(real_val_csv):
+    # the val split has one warning (an end point outside its 512 x 512 image), no error
+    result = CliRunner().invoke(main, ["validate", str(real_val_csv)])
+    assert result.exit_code == 0, result.output
+    assert "0 errors, 1 warnings" in result.output
+    strict = CliRunner().invoke(main, ["validate", str(real_val_csv), "--strict"])
+    assert strict.exit_code == 1
+
+
+def test_demo_root_without_annotations(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--root", str(tmp_path), "--out",
+                                       str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "no DL_info.csv in this folder" in result.output and "Errno" not in result.output
+
+
 def test_info_says_not_official(real_val_csv):
     result = CliRunner().invoke(main, ["info", str(real_val_csv)])
     assert result.exit_code == 0, result.output
@@ -56,3 +72,16 @@ def test_bad_path_gives_a_clean_error(tmp_path):
     missing = tmp_path / "nope.csv"
     result = CliRunner().invoke(main, ["stats", str(missing)])
     assert result.exit_code != 0 and "does not exist" in result.output
+
+
+def test_stats_warns_about_rows_it_cannot_use(real_excerpt_csv, tmp_path):
+    with open(real_excerpt_csv, newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows[5][rows[0].index("Patient_age")] = "abc"
+    bad = tmp_path / "bad.csv"
+    with open(bad, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    result = CliRunner().invoke(main, ["stats", str(bad), "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["lesions"] == len(rows) - 2  # header and the bad row
+    assert "1 error(s)" in result.stderr and "deeplesion validate" in result.stderr

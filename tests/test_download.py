@@ -392,6 +392,33 @@ def test_verify_uses_md5_checksums_file_for_entries_without_md5(tmp_path, server
     assert report.checks[0].status == "corrupt" and report.checks[0].expected_md5 == "f" * 32
 
 
+def test_download_takes_missing_md5s_from_the_checksums_file(tmp_path, files):
+    # The official layout: zips without an MD5 in the manifest, plus MD5_checksums.txt.
+    checksums = "\n".join(f"{hashlib.md5(d).hexdigest()}  {n}" for n, d in files.items())
+    srv = Server({**files, "MD5_checksums.txt": checksums.encode()})
+    try:
+        entries = [ManifestEntry(n, srv.url(n), None) for n in files]
+        entries.append(ManifestEntry("MD5_checksums.txt", srv.url("MD5_checksums.txt"), None))
+        dest = tmp_path / "dest"
+        first = download_all(entries, dest, parallel=2, retries=2, backoff_s=0.01)
+        assert first.ok
+        _assert_complete(dest, files)
+        # A damaged copy is no longer accepted as present: it is fetched again.
+        name = next(iter(files))
+        (dest / name).write_bytes(files[name][:1000])
+        again = download_all(entries, dest, parallel=2, retries=2, backoff_s=0.01)
+        assert again.ok
+        assert (dest / name).read_bytes() == files[name]
+        # Wrong bytes from the server for an entry checked only by the checksums file fail.
+        srv.faults.wrong_bytes[name] = 99
+        (dest / name).unlink()
+        bad = download_all(entries, dest, parallel=1, retries=1, backoff_s=0.01)
+        assert [r.file for r in bad.failed] == [name]
+        assert not (dest / name).exists()
+    finally:
+        srv.close()
+
+
 # ------------------------------------------------------------------ CLI
 
 def test_cli_download_verify_and_failure_exit(tmp_path, server, files):

@@ -277,8 +277,8 @@ def test_malformed_rows_name_their_line(tmp_path, val_gt):
             f"{good},abc,{y1},{x2},{y2},0.5",           # 4 not a number
             f"{good},{x2},{y1},{x1},{y2},0.5",          # 5 x2 < x1
             f"{good},{x1},{y1},{x2},{y2},nan",          # 6 non-finite score
-            f"999999_01_01_001.png,1,1,5,5,0.5",        # 7 unknown file name
-            f"not-a-file,1,1,5,5,0.5",                  # 8 not a DeepLesion name
+            "999999_01_01_001.png,1,1,5,5,0.5",        # 7 unknown file name
+            "not-a-file,1,1,5,5,0.5",                  # 8 not a DeepLesion name
             f"{good},{x1},{y1},{x2},{y2},inf",          # 9 non-finite score
             ""]
     path = _write(tmp_path / "p.csv", rows)

@@ -231,3 +231,33 @@ def test_demo_on_synthetic_sample(tmp_path, sample_root):
     assert all(p.is_file() for p in paths)
     data = json.loads(paths[1].read_text())
     assert data["n_lesions"] > 0 and 0 <= data["average"] <= 1
+
+
+@pytest.mark.parametrize("published", [True, False])
+def test_froc_legend_never_covers_the_plot(tmp_path, published):
+    """A low-sensitivity curve runs along the bottom: the legend sits outside the axes."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from deeplesion.evaluation.plot import froc_figure, plot_froc
+    from deeplesion.evaluation.sweep import FrocCurve
+
+    fp = np.linspace(0.0, 32.0, 200)
+    sens = 0.05 + 0.06 * np.log2(1.0 + fp)
+    curve = FrocCurve(sensitivity=sens, fp_per_image=fp, scores=-fp,
+                      hits=np.round(sens * 100).astype(int),
+                      false_positives=np.round(fp * 10).astype(int), n_images=10,
+                      n_lesions=100)
+    fig = froc_figure({"weak detector": curve}, published=published)
+    try:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        legend = ax.get_legend()
+        assert "weak detector" in [t.get_text() for t in legend.get_texts()]
+        box, axes_box = legend.get_window_extent(), ax.get_window_extent()
+        assert not box.overlaps(axes_box)
+    finally:
+        plt.close(fig)
+    out = plot_froc({"weak detector": curve}, tmp_path / "froc.png", published=published)
+    width, height = Image.open(out).size
+    assert width > height  # the saved image keeps the legend beside the axes

@@ -127,7 +127,7 @@ def test_a_link_inside_root_pointing_outside_is_not_followed(tmp_path, slices):
 def test_truncated_and_corrupt_archives_are_named_and_the_rest_extracted(tmp_path, slices):
     items = list(slices.items())
     zips = tmp_path / "zips"
-    whole = _zip(zips / "Images_png_01.zip", items[:3])
+    _zip(zips / "Images_png_01.zip", items[:3])
     truncated = _zip(zips / "Images_png_02.zip", items[3:6])
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     corrupt = _zip(zips / "Images_png_03.zip", items[6:], zipfile.ZIP_STORED)

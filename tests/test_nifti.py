@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -197,13 +196,13 @@ def test_killed_run_restarts_to_identical_output(mini_root, reference, tmp_path)
     script = textwrap.dedent(f"""
         import os, signal
         import deeplesion.nifti as nifti
-        real, calls = nifti.read_slice_raw_into, [0]
-        def dying(path, buf):
+        real, calls = nifti.read_png_raw, [0]
+        def dying(path):
             calls[0] += 1
             if calls[0] == 20:  # in the middle of the second volume
                 os.kill(os.getpid(), signal.SIGKILL)
-            real(path, buf)
-        nifti.read_slice_raw_into = dying
+            return real(path)
+        nifti.read_png_raw = dying
         nifti.export_nifti({str(mini_root)!r}, {str(out)!r})
     """)
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
@@ -343,3 +342,10 @@ def test_demo_step(mini_root, reference, tmp_path):
     paths = demo(mini_root, mini_root / "DL_info.csv", tmp_path / "demo")
     assert all(p.is_file() for p in paths)
     assert {p.name for p in paths} == set(reference)
+
+
+def test_cli_fails_when_nothing_can_be_exported(real_root, tmp_path):
+    # 000062_01_01 has no DL_info row here: no spacing, so no volume
+    result = CliRunner().invoke(main, ["nifti", str(real_root), str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "no volume exported" in result.output and "--spacing" in result.output

@@ -118,6 +118,7 @@ def test_render_key_slices_writes_resumes_and_survives_bad_images(real_liver_dir
     assert (saved == render_key_slice(root, [chosen[0]])).all()
     again = render_key_slices(root, chosen[:3], out)
     assert not again.written and len(again.skipped) == 3
+    assert not again.crops_written and not again.crops_skipped
 
 
 def test_release_layout_is_found_first(real_liver_dir, tmp_path):
@@ -160,3 +161,11 @@ def test_annotated_crop_with_context(sample_root):
     # the crop is centred on the lesion: red pixels cluster around the middle tile's centre
     rows, cols = np.nonzero(red[:, 96:192])
     assert abs(rows.mean() - 47.5) < 12 and abs(cols.mean() - 47.5) < 12
+
+
+def test_even_context_is_rejected_up_front(sample_root, tmp_path):
+    table = load_lesions(sample_root / "DL_info.csv")
+    with pytest.raises(RenderError, match="odd"):
+        render_key_slices(sample_root, table.lesions[:2], tmp_path / "out", crops=True,
+                          context_slices=4)
+    assert not (tmp_path / "out").exists()

@@ -230,6 +230,7 @@ def test_cli_gallery_bodymap_report(sample_root, tmp_path):
     r = run(main, ["gallery", str(sample_root), "--out", str(tmp_path / "g.png"),
                    "--per-type", "1", "--context", "3"])
     assert r.exit_code == 0, r.output
+    assert "key slice only" not in r.output  # the release layout has context slices
     assert Image.open(tmp_path / "g.png").mode == "RGB"
     r = run(main, ["bodymap", str(sample_root / "DL_info.csv"), "--out",
                    str(tmp_path / "m.svg"), "--root", str(sample_root)])
@@ -250,3 +251,100 @@ def test_demo_step(sample_root, tmp_path):
     key_slices = {r["File_name"] for r in csv_rows(sample_root / "DL_info.csv")}
     assert key_slices <= names
     assert not list(tmp_path.rglob("*.incomplete"))
+
+
+# --------------------------------------------------------------------------- CLI checks
+
+@pytest.mark.parametrize("command,value", [("render", "4"), ("render", "0"),
+                                           ("gallery", "2"), ("gallery", "-1")])
+def test_cli_even_context_is_rejected_before_any_work(sample_root, tmp_path, command, value):
+    out = tmp_path / ("k2" if command == "render" else "g.png")
+    args = [command, str(sample_root), "--out", str(out), "--context", value]
+    r = CliRunner().invoke(main, args + (["--crops"] if command == "render" else []))
+    assert r.exit_code == 2, r.output
+    assert "--context" in r.output and "odd" in r.output and value in r.output
+    assert not out.exists()
+
+
+def test_cli_render_help_lists_every_window_preset():
+    from deeplesion.windowing import PRESETS
+
+    r = CliRunner().invoke(main, ["render", "--help"], terminal_width=200,
+                           max_content_width=200)
+    assert r.exit_code == 0, r.output
+    words = set(re.findall(r"[\w-]+", r.output))
+    assert {"dicom", *PRESETS} <= words
+
+
+def test_cli_render_counts_key_slices_and_crops_and_hints_overwrite(sample_root, tmp_path):
+    rows = csv_rows(sample_root / "DL_info.csv")
+    names = sorted({r["File_name"] for r in rows})[:2]
+    n_crops = sum(r["File_name"] in names for r in rows)  # one crop per lesion row
+    out = tmp_path / "k"
+    args = ["render", str(sample_root), "--out", str(out), "--files", ",".join(names),
+            "--crops"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    text = " ".join(first.output.split())
+    assert "2 key slices written, 0 already there" in text
+    assert f"{n_crops} crops written, 0 already there" in text
+    assert "--overwrite" not in text
+    assert len(list((out / "crops").glob("*.png"))) == n_crops
+    before = np.asarray(Image.open(out / names[0]))
+    again = CliRunner().invoke(main, args + ["--window", "lung"])
+    assert again.exit_code == 0, again.output
+    text = " ".join(again.output.split())
+    assert "0 key slices written, 2 already there" in text
+    assert f"0 crops written, {n_crops} already there" in text
+    assert f"{2 + n_crops} kept; pass --overwrite to redraw them" in text
+    assert (np.asarray(Image.open(out / names[0])) == before).all()  # kept as it was
+    redraw = CliRunner().invoke(main, args + ["--window", "lung", "--overwrite"])
+    assert redraw.exit_code == 0, redraw.output
+    assert "2 key slices written" in redraw.output and "kept" not in redraw.output
+    assert (np.asarray(Image.open(out / names[0])) != before).any()
+
+
+def test_cli_bodymap_says_how_many_lesions_are_plotted(real_val_csv, tmp_path):
+    n_rows = len(csv_rows(real_val_csv))
+    expected = round(0.15 * n_rows)  # sample_lesions draws round(fraction * n)
+    r = CliRunner().invoke(main, ["bodymap", str(real_val_csv), "--out",
+                                  str(tmp_path / "bm.svg"), "--fraction", "0.15"])
+    assert r.exit_code == 0, r.output
+    assert f"{expected} of {n_rows} lesions plotted" in " ".join(r.output.split())
+    svg = (tmp_path / "bm.svg").read_text()
+    assert f"{expected} of {n_rows} lesions" in svg  # the figure's title says the same
+    r = CliRunner().invoke(main, ["bodymap", str(real_val_csv), "--out",
+                                  str(tmp_path / "all.png")])
+    assert r.exit_code == 0, r.output
+    assert f"{n_rows} lesions plotted" in r.output and " of " not in r.output
+
+
+def test_gallery_of_a_flat_folder_uses_single_slice_tiles(real_liver_dir, tmp_path):
+    """A flat folder holds key slices only: --context 3 cannot show neighbours, so the
+    tiles (and the whole montage) are those of --context 1, and the CLI says so once."""
+    run = CliRunner().invoke
+    base = ["gallery", str(real_liver_dir), "--csv", str(real_liver_dir / LIVER_CSV),
+            "--per-type", "3", "--tile", "64"]
+    one = run(main, base + ["--out", str(tmp_path / "one.png")])
+    assert one.exit_code == 0, one.output
+    assert "key slice only" not in one.output
+    three = run(main, base + ["--out", str(tmp_path / "three.png"), "--context", "3"])
+    assert three.exit_code == 0, three.output
+    assert " ".join(three.output.split()).count("3 of 3 tiles show the key slice only") == 1
+    a = np.asarray(Image.open(tmp_path / "one.png"))
+    b = np.asarray(Image.open(tmp_path / "three.png"))
+    assert a.shape == b.shape and (a == b).all()
+    _, entries = make_gallery(real_liver_dir, load_lesions(real_liver_dir / LIVER_CSV),
+                              per_type=3, tile_px=64, context_slices=3)
+    assert [e.n_slices for e in entries] == [1, 1, 1]
+    text = build_report(load_lesions(real_liver_dir / LIVER_CSV), root=real_liver_dir)
+    assert "context slices not found" in text and "-2, 0, +2 mm" not in text
+
+
+def test_gallery_with_context_in_the_release_layout(sample_root):
+    table = load_lesions(sample_root / "DL_info.csv")
+    image, entries = make_gallery(sample_root, table, per_type=1, tile_px=32,
+                                  context_slices=3)
+    assert entries and all(e.n_slices == 3 for e in entries)
+    single, _ = make_gallery(sample_root, table, per_type=1, tile_px=32)
+    assert image.shape[0] == single.shape[0] and image.shape[1] > single.shape[1]

@@ -94,3 +94,5 @@ def test_presets_from_width_and_level():
         parse_window("brain-ish")
     with pytest.raises(ValueError, match="must exceed"):
         Window(10, 10)
+    with pytest.raises(ValueError, match="must exceed"):
+        parse_window("100,-100")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
@@ -230,8 +231,10 @@ def _parse_row(cells: dict[str, str], row_index: int) -> Lesion:
 
 def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (0-based row index, cells) for each data row; checks the header."""
+    from .io import read_text
+
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:

@@ -39,6 +39,15 @@ def sample_lesions(lesions: Sequence[Lesion], fraction: float | None, seed: int 
     return [lesions[i] for i in sorted(picks)]
 
 
+def plotted_lesions(lesions: Iterable[Lesion], *, fraction: float | None = None,
+                    seed: int = 0, include_unlabelled: bool = True
+                    ) -> tuple[list[Lesion], list[Lesion]]:
+    """(lesions the map plots, lesions it could plot): unlabelled ones dropped unless
+    ``include_unlabelled``, then :func:`sample_lesions`."""
+    eligible = [l for l in lesions if include_unlabelled or l.coarse_type != -1]
+    return sample_lesions(eligible, fraction, seed), eligible
+
+
 def _thumbnail_lesions(root: Path, lesions: Sequence[Lesion], count: int, seed: int
                        ) -> list[Lesion]:
     from .gallery import choose_examples
@@ -85,8 +94,8 @@ def body_map_figure(lesions: Iterable[Lesion], *, fraction: float | None = None,
     ``fraction`` plots a seeded random subset. With ``root``, up to ``thumbnails`` lesions
     (one per type, with images under ``root``) are shown as crops with leader lines.
     """
-    lesions = [l for l in lesions if include_unlabelled or l.coarse_type != -1]
-    plotted = sample_lesions(lesions, fraction, seed)
+    plotted, lesions = plotted_lesions(lesions, fraction=fraction, seed=seed,
+                                       include_unlabelled=include_unlabelled)
     with_thumbs = root is not None and thumbnails > 0
     fig = Figure(figsize=(9.5 if with_thumbs else 7.0, 8.5), dpi=100)
     ax = fig.add_axes([0.26, 0.16, 0.48, 0.78] if with_thumbs else [0.1, 0.07, 0.6, 0.87])

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .annotations import load_lesions
+from .errors import MissingDataError
 from .io import write_text_atomic
 from .stats import dataset_stats
 from .validation import validate
@@ -76,6 +77,9 @@ def run_demo(out_dir: str | Path, *, root: str | Path | None = None, seed: int =
         written["sample"] = [root]
     root = Path(root)
     csv_path = root / "DL_info.csv"
+    if not csv_path.is_file():
+        raise MissingDataError(f"{root}: no DL_info.csv in this folder (a dataset root holds "
+                               "DL_info.csv and Images_png/)")
     for name, step in steps():
         if progress:
             progress(name)

@@ -20,13 +20,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 from . import __version__
 from .errors import DeepLesionError
-from .io import write_text_atomic
+from .io import read_text, write_text_atomic
 
 #: Public landing page of the release (where DL_info.csv and the zips are listed).
 RELEASE_PAGE = "https://nihcc.app.box.com/v/DeepLesion"
@@ -132,7 +132,7 @@ def load_manifest(path: str | Path | None = None) -> list[ManifestEntry]:
     starting with ``#`` ignored). ``None`` reads the official one shipped with the package."""
     path = official_manifest_path() if path is None else Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text(path)
     except UnicodeDecodeError as exc:
         raise ManifestError(f"file {path}: not UTF-8 text ({exc})") from exc
     lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1)
@@ -506,26 +506,53 @@ def download_all(entries: Iterable[ManifestEntry], dest: str | Path, *, parallel
     """Download every entry into ``dest``, ``parallel`` files at a time; files already
     present and verified are skipped. Returns a report in manifest order; failed files do
     not stop the others. On KeyboardInterrupt the workers stop and ``.part`` files stay.
-    ``progress`` is called from the worker threads."""
+    ``progress`` is called from the worker threads.
+
+    Entries without an MD5 take theirs from ``MD5_checksums.txt`` (fetched first when the
+    manifest lists it), so they are verified too.
+    """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     entries = list(entries)
     cancel = cancel or threading.Event()
     cache = _VerifiedCache(dest)
-    fetchers = [_Fetcher(e, dest, retries=retries, timeout_s=timeout_s, backoff_s=backoff_s,
-                         progress=progress, cache=cache, cancel=cancel)
-                for e in entries]
-    with ThreadPoolExecutor(max_workers=max(1, parallel),
-                            thread_name_prefix="deeplesion-download") as pool:
-        futures = [pool.submit(_run_guarded, f) for f in fetchers]
-        try:
-            results = [f.result() for f in futures]
-        except BaseException:
-            cancel.set()
-            for f in futures:
-                f.cancel()
-            raise
-    return DownloadReport(results)
+
+    def run(batch: list[ManifestEntry]) -> list[FileResult]:
+        fetchers = [_Fetcher(e, dest, retries=retries, timeout_s=timeout_s,
+                             backoff_s=backoff_s, progress=progress, cache=cache,
+                             cancel=cancel)
+                    for e in batch]
+        with ThreadPoolExecutor(max_workers=max(1, parallel),
+                                thread_name_prefix="deeplesion-download") as pool:
+            futures = [pool.submit(_run_guarded, f) for f in fetchers]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                cancel.set()
+                for f in futures:
+                    f.cancel()
+                raise
+
+    results: dict[str, FileResult] = {}
+    first = [e for e in entries if e.file == CHECKSUMS_FILE]
+    if first and any(e.md5 is None for e in entries if e.file != CHECKSUMS_FILE):
+        results.update((r.file, r) for r in run(first))
+    rest = _with_checksums(dest, [e for e in entries if e.file not in results])
+    results.update((r.file, r) for r in run(rest))
+    return DownloadReport([results[e.file] for e in entries])
+
+
+def _with_checksums(dest: Path, entries: list[ManifestEntry]) -> list[ManifestEntry]:
+    """Entries whose MD5 is missing get the one ``dest/MD5_checksums.txt`` gives, if any."""
+    path = dest / CHECKSUMS_FILE
+    if not path.is_file() or all(e.md5 for e in entries):
+        return entries
+    try:
+        known = read_checksums_file(path)
+    except (ManifestError, UnicodeDecodeError):
+        return entries
+    return [replace(e, md5=known[e.file]) if e.md5 is None and e.file in known else e
+            for e in entries]
 
 
 # --------------------------------------------------------------------------- verifying

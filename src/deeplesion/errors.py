@@ -33,6 +33,10 @@ class AnnotationError(CellError):
     """A DL_info.csv cell or row that cannot be used."""
 
 
+class MissingDataError(DeepLesionError, FileNotFoundError):
+    """A dataset file or folder that is not where it must be."""
+
+
 class ImageReadError(DeepLesionError, OSError):
     """A slice PNG that is missing, unreadable or not 16-bit."""
 

@@ -31,12 +31,14 @@ class GalleryError(DeepLesionError, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class GalleryEntry:
-    """One tile: its letter, the lesion, and where it sits (0-based grid row, column)."""
+    """One tile: its letter, the lesion, where it sits (0-based grid row, column) and how
+    many slices it shows (1 when context slices were asked for but not found)."""
 
     letter: str
     lesion: Lesion
     grid_row: int
     grid_col: int
+    n_slices: int = 1
 
 
 def tile_letter(i: int) -> str:
@@ -81,13 +83,18 @@ def make_gallery(root: str | Path, lesions: Iterable[Lesion], *, per_type: int =
     """A montage (RGB uint8): one row per lesion type, a header cell, then labelled crops.
 
     Each caption reads ``'a. 15.2x10.5 mm'`` with the key slice's File_name below it.
-    Raises :class:`GalleryError` when no lesion has an image.
+    Context slices need the release layout; where they are missing (a flat folder of key
+    slices) a tile shows the key slice alone (``entry.n_slices``) and the cells narrow to
+    fit. Raises :class:`GalleryError` when no lesion has an image.
     """
     chosen = choose_examples(root, lesions, per_type=per_type, seed=seed,
                              include_unlabelled=include_unlabelled)
     if not chosen:
         raise GalleryError(f"no lesion with a key slice image under {root}")
-    tile_w = tile_px * max(1, context_slices)
+    crops = {id(l): annotated_crop(root, l, window=window, context_slices=context_slices,
+                                   tile_px=tile_px)
+             for picks in chosen.values() for l in picks}
+    tile_w = max(crop.shape[1] for crop in crops.values())
     cell_w, cell_h = tile_w + GAP_PX, tile_px + CAPTION_HEIGHT_PX + GAP_PX
     n_cols = max(len(v) for v in chosen.values())
     canvas = Image.new("RGB", (HEADER_WIDTH_PX + n_cols * cell_w + GAP_PX,
@@ -100,15 +107,15 @@ def make_gallery(root: str | Path, lesions: Iterable[Lesion], *, per_type: int =
         draw.text((8, y + tile_px // 2 - 8), type_name, font=big, fill=TEXT_RGB)
         for col, lesion in enumerate(picks):
             x = HEADER_WIDTH_PX + col * cell_w
-            crop = annotated_crop(root, lesion, window=window, context_slices=context_slices,
-                               tile_px=tile_px)
+            crop = crops[id(lesion)]
             canvas.paste(Image.fromarray(crop), (x, y))
             letter = tile_letter(len(entries))
             size = lesion_label(lesion).removeprefix(lesion.type_name + " ")
             draw.text((x + 2, y + tile_px + 2), f"{letter}. {size}", font=big, fill=TEXT_RGB)
             draw.text((x + 2, y + tile_px + 17), lesion.file_name, font=small,
                       fill=(170, 170, 170))
-            entries.append(GalleryEntry(letter, lesion, row, col))
+            entries.append(GalleryEntry(letter, lesion, row, col,
+                                        n_slices=crop.shape[1] // tile_px))
             if progress:
                 progress(len(entries))
     return np.asarray(canvas), entries

@@ -54,3 +54,20 @@ def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's content (a leading BOM dropped).
+
+    Bytes that are not UTF-8 raise :class:`~deeplesion.errors.CellError` naming the file,
+    the line and the offending byte, instead of a bare UnicodeDecodeError.
+    """
+    from .errors import CellError
+
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise CellError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as "
+                        "UTF-8", file=str(path), line=line) from None

@@ -24,8 +24,10 @@ import hashlib
 import io
 import re
 import zlib
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import (Future, ProcessPoolExecutor, ThreadPoolExecutor,
+                                as_completed)
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +37,7 @@ import numpy as np
 from .errors import DeepLesionError, ImageReadError
 from .io import atomic_path
 from .slices import read_png_raw
-from .volumes import (SubVolume, VolumeIndex, VolumeProblem, index_volumes,
-                      read_slice_raw_into)
+from .volumes import SubVolume, VolumeIndex, VolumeProblem, index_volumes
 
 LAYOUTS = ("project", "official")
 BACKENDS = ("auto", "zlib", "isal")
@@ -211,23 +212,42 @@ def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compressi
                 size += len(chunk)
 
         buf = None
-        for n, slice_file in zip(sub.slice_numbers, sub.slice_paths(root)):
-            try:
-                if buf is None:
-                    raw = read_png_raw(slice_file)
-                    buf = np.bitwise_xor(raw, np.uint16(0x8000)).astype("<u2", copy=False)
-                    shape = volume_shape(*raw.shape, sub.n_slices, layout)
-                    hdr = nifti_header(shape, sub.spacing_mm, layout, sub.first_slice,
-                                       sub.name)
-                    emit(comp.compress(hdr.binaryblock + b"\0\0\0\0"))
-                else:
-                    read_slice_raw_into(slice_file, buf)
-            except ImageReadError as exc:
-                raise _SliceFailure(n, str(exc)) from exc
-            # NIfTI stores the first axis fastest: project = the slice's rows as they are
-            emit(comp.compress(buf if layout == "project" else np.ascontiguousarray(buf.T)))
+        # The next slice is decoded in a thread while this one is compressed (both
+        # release the GIL), so one worker keeps decoding and deflating overlapped.
+        paths = sub.slice_paths(root)
+        with ThreadPoolExecutor(max_workers=1) as decoder:
+            for n, png, decoded in zip(sub.slice_numbers, paths,
+                                       _prefetch(decoder, read_png_raw, paths)):
+                try:
+                    raw = decoded.result()
+                    if buf is None:
+                        buf = np.empty(raw.shape, dtype="<u2")
+                        shape = volume_shape(*raw.shape, sub.n_slices, layout)
+                        hdr = nifti_header(shape, sub.spacing_mm, layout, sub.first_slice,
+                                           sub.name)
+                        emit(comp.compress(hdr.binaryblock + b"\0\0\0\0"))
+                    elif raw.shape != buf.shape:
+                        raise ImageReadError(
+                            f"{png}: size {raw.shape[0]}x{raw.shape[1]} differs from "
+                            f"{buf.shape[0]}x{buf.shape[1]} of the run's first slice")
+                except ImageReadError as exc:
+                    raise _SliceFailure(n, str(exc)) from exc
+                np.bitwise_xor(raw, np.uint16(0x8000), out=buf)  # PNG value -> int16 HU bits
+                # NIfTI stores the first axis fastest: project = the slice's rows as they are
+                emit(comp.compress(buf if layout == "project"
+                                   else np.ascontiguousarray(buf.T)))
         emit(comp.flush())
     return _record(sub, shape, layout, size, digest.hexdigest())
+
+
+def _prefetch(pool: ThreadPoolExecutor, fn, items) -> Iterator[Future]:
+    """``pool.submit(fn, item)`` for each item, one item ahead of the consumer."""
+    items = iter(items)
+    pending = [pool.submit(fn, item) for item in itertools.islice(items, 1)]
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        yield pending.pop(0)
+    yield from pending
 
 
 def _sha256(path: Path) -> tuple[str, int]:

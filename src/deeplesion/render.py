@@ -204,11 +204,14 @@ def write_png(path: str | Path, rgb: np.ndarray) -> Path:
 
 @dataclass
 class RenderResult:
-    """What :func:`render_key_slices` did: files written, kept (already there), failed."""
+    """What :func:`render_key_slices` did: key slices and crops written, kept (already
+    there), and what failed."""
 
-    written: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)  #: (File_name, reason)
+    written: list[Path] = field(default_factory=list)  #: key slices
+    skipped: list[Path] = field(default_factory=list)  #: key slices already there
+    failed: list[tuple[str, str]] = field(default_factory=list)  #: (what, reason)
+    crops_written: list[Path] = field(default_factory=list)
+    crops_skipped: list[Path] = field(default_factory=list)
 
 
 def group_by_key_slice(lesions: Iterable[Lesion]) -> dict[str, list[Lesion]]:
@@ -233,6 +236,8 @@ def render_key_slices(root: str | Path, lesions: Iterable[Lesion], out_dir: str 
     """
     from .crops import annotated_crop  # local: crops imports this module
 
+    if crops and (context_slices < 1 or context_slices % 2 == 0):
+        raise RenderError(f"context_slices must be an odd number >= 1, got {context_slices}")
     out_dir = Path(out_dir)
     result = RenderResult()
     for done, (name, group) in enumerate(group_by_key_slice(lesions).items(), start=1):
@@ -250,10 +255,10 @@ def render_key_slices(root: str | Path, lesions: Iterable[Lesion], out_dir: str 
             for lesion in group:
                 crop_path = out_dir / "crops" / f"{Path(name).stem}_{lesion.row_index}.png"
                 if crop_path.is_file() and not overwrite:
-                    result.skipped.append(crop_path)
+                    result.crops_skipped.append(crop_path)
                     continue
                 try:
-                    result.written.append(write_png(crop_path, annotated_crop(
+                    result.crops_written.append(write_png(crop_path, annotated_crop(
                         root, lesion, window=window, context_slices=context_slices,
                         step_mm=step_mm)))
                 except (OSError, ValueError) as exc:

@@ -200,10 +200,12 @@ def build_report(table: LesionTable, *, root: str | Path | None = None,
             parts.append("<h2>Gallery</h2><p class=muted>No key slice images found under "
                          f"{html.escape(str(root))}.</p>")
         else:
+            shown = ("context slices at -2, 0, +2 mm, key slice annotated"
+                     if all(e.n_slices == 3 for e in entries) else
+                     "key slices annotated (context slices not found under the root)")
             parts.append("<h2>Gallery</h2>" + _img(
-                _array_png(image), f"{len(entries)} lesions by type: context slices at "
-                "-2, 0, +2 mm, key slice annotated (long axis red, short axis blue, box "
-                "yellow)", "gallery"))
+                _array_png(image), f"{len(entries)} lesions by type: {shown} (long axis "
+                "red, short axis blue, box yellow)", "gallery"))
             parts.append(_key_slice_section(root, table, entries[:3]))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts.append(f"<p class=muted>deeplesion {__version__}, {stamp}</p>")
@@ -250,7 +252,7 @@ def demo(root: Path, csv_path: Path, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     rendered = render_key_slices(root, table, out_dir / "key_slices", crops=True,
                                  overwrite=True)
-    written = list(rendered.written)
+    written = rendered.written + rendered.crops_written
     write_gallery(out_dir / "gallery.png", root, table, per_type=4, context_slices=3)
     written.append(out_dir / "gallery.png")
     written.append(write_body_map(out_dir / "bodymap.png", table, root=root))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .annotations import BOX_PADDING_PX, Lesion, iter_rows, parse_row
 from .errors import AnnotationError
+from .paths import key_slice_path
 
 #: Tolerance (pixels) for the box vs. the padded RECIST extent, and for the diameters
 #: vs. the end-point distances. DL_info stores about 6 significant digits.
@@ -125,7 +126,8 @@ def check_lesion(lesion: Lesion, *, file: str = "") -> list[Problem]:
 
 def validate(path: str | Path, *, images_root: str | Path | None = None,
              progress: Callable[[int], None] | None = None) -> ValidationReport:
-    """Check every row of a DL_info.csv; with ``images_root``, also that key slices exist.
+    """Check every row of a DL_info.csv; with ``images_root``, also that key slices exist
+    (release layout, or a flat folder of key slices named by ``File_name``).
 
     ``progress`` is called with the number of rows checked so far, every 1000 rows.
     """
@@ -143,10 +145,11 @@ def validate(path: str | Path, *, images_root: str | Path | None = None,
             continue
         report.problems.extend(check_lesion(lesion, file=str(path)))
         if images_root is not None:
-            png = Path(images_root) / lesion.png_relpath
-            if lesion.png_relpath not in seen:
-                seen[lesion.png_relpath] = png.is_file()
-            if not seen[lesion.png_relpath]:
+            if lesion.file_name not in seen:
+                seen[lesion.file_name] = key_slice_path(images_root,
+                                                        lesion.file_name).is_file()
+            if not seen[lesion.file_name]:
+                png = Path(images_root) / lesion.png_relpath
                 report.problems.append(Problem(str(path), row_index + 2, "File_name",
                                                lesion.file_name, f"image missing: {png}"))
     if progress:

@@ -51,9 +51,11 @@ def parse_window(spec: str, dicom_window_hu: tuple[float, float] | None = None) 
     parts = spec.split(",")
     if len(parts) == 2:
         try:
-            return Window(float(parts[0]), float(parts[1]))
+            low, high = float(parts[0]), float(parts[1])
         except ValueError:
             pass
+        else:
+            return Window(low, high)  # raises when MIN >= MAX
     raise ValueError(f"unknown window {spec!r}; use 'dicom', one of {sorted(PRESETS)}, "
                      "or 'MIN,MAX' in HU")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 
 from ..errors import DeepLesionError
 
-console = Console(soft_wrap=True)
+# Piped output gets wide lines, so tables are not cut at 80 columns.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -47,6 +49,24 @@ def print_problems(problems: list, max_shown: int) -> None:
         console.print(str(problem), markup=False, highlight=False)
     if len(problems) > max_shown:
         console.print(f"... and {len(problems) - max_shown} more")
+
+
+def warn_unusable(table) -> None:
+    """Say on stderr when a table's loading met errors (rows left out or flagged)."""
+    fatal = [p for p in table.problems if p.fatal]
+    if fatal:
+        err_console.print(f"[yellow]warning[/yellow]: {len(fatal)} error(s) in {table.source} "
+                          "(rows that cannot be parsed are left out); run `deeplesion "
+                          "validate` for the list", highlight=False)
+
+
+def load_table(root_or_csv: Path):
+    """Load a DL_info.csv (or a root's), warning on stderr about rows it cannot use."""
+    from ..annotations import load_lesions
+
+    table = load_lesions(find_csv(root_or_csv))
+    warn_unusable(table)
+    return table
 
 
 def find_csv(root_or_csv: Path) -> Path:

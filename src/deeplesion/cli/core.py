@@ -13,7 +13,8 @@ from ..completeness import completeness
 from ..stats import dataset_stats
 from ..validation import validate as validate_csv
 from . import main
-from ._common import console, fail_cleanly, find_csv, print_problems, progress_bar
+from ._common import (console, fail_cleanly, find_csv, load_table, print_problems,
+                      progress_bar)
 
 
 @main.command()
@@ -62,14 +63,16 @@ def info(root_or_csv: Path) -> None:
                                                          path_type=Path),
               help="Dataset root; also check that every key slice PNG exists.")
 @click.option("--max-shown", default=50, show_default=True, help="Problems to print.")
-def validate(csv_path: Path, images_root: Path | None, max_shown: int) -> None:
-    """Check every row of a DL_info.csv; exit 1 when any problem is found."""
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+def validate(csv_path: Path, images_root: Path | None, max_shown: int, strict: bool) -> None:
+    """Check every row of a DL_info.csv; exit 1 when an error (or, with --strict, a
+    warning) is found."""
     with fail_cleanly(), progress_bar("validating rows", None) as update:
         report = validate_csv(csv_path, images_root=images_root, progress=update)
     print_problems(report.problems, max_shown)
     console.print(f"{report.rows} rows: {len(report.fatal)} errors, "
                   f"{len(report.warnings)} warnings")
-    if report.problems:
+    if report.fatal or (strict and report.problems):
         raise SystemExit(1)
 
 
@@ -79,7 +82,7 @@ def validate(csv_path: Path, images_root: Path | None, max_shown: int) -> None:
 def stats(csv_path: Path, as_json: bool) -> None:
     """Counts of lesions, key slices, series, studies, patients, splits and types."""
     with fail_cleanly():
-        result = dataset_stats(load_lesions(find_csv(csv_path)))
+        result = dataset_stats(load_table(csv_path))
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ..annotations import load_lesions
 from ..evaluation import froc as froc_mod
 from ..evaluation.froc import FP_RATES, STRATA, evaluate_detection, ground_truth, read_predictions
 from ..evaluation.froc3d import (evaluate_detection_3d, read_boxes_3d, read_volume_list)
@@ -17,7 +16,7 @@ from ..evaluation.plot import plot_froc
 from ..evaluation.tagging import (align_scores, choose_thresholds, hand_labelled,
                                   lesanet_labels, read_tag_scores, tagging_metrics)
 from . import main
-from ._common import console, err_console, fail_cleanly, find_csv
+from ._common import console, err_console, fail_cleanly, load_table
 
 _EXISTING = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -56,7 +55,7 @@ def detection(predictions: Path, annotations: Path, split: str, iou: float,
               as_json: bool, plot_path: Path | None) -> None:
     """Key-slice FROC: sensitivity at 0.5, 1, 2, 4, 8, 16 FPs per image."""
     with fail_cleanly():
-        table = load_lesions(find_csv(annotations))
+        table = load_table(annotations)
         gt = ground_truth(table, split)
         dets = read_predictions(predictions, gt, strict=strict, coco_images=coco_images)
         result = evaluate_detection(gt, dets, iou=iou, extrapolate=extrapolate, by=by)
@@ -184,7 +183,7 @@ def measurement(predictions: Path, annotations: Path, nearest_vertex: bool,
     PREDICTIONS: CSV row_index,file_name,x11,y11,x12,y12,x21,y21,x22,y22[,contour].
     """
     with fail_cleanly():
-        table = load_lesions(find_csv(annotations))
+        table = load_table(annotations)
         lesions, recist, contours = read_measurements(predictions, table.lesions)
         result = evaluate_measurements(lesions, recist, contours, vertices_only=nearest_vertex)
     out = result.to_json()

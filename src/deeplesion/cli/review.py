@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..annotations import LESION_TYPES, TYPE_CODES, LesionTable, load_lesions, split_code
-from ..windowing import parse_window
+from ..annotations import LESION_TYPES, TYPE_CODES, LesionTable, split_code
+from ..windowing import PRESETS, parse_window
 from . import main
-from ._common import console, err_console, fail_cleanly, find_csv, progress_bar
+from ._common import console, err_console, fail_cleanly, find_csv, load_table, progress_bar
 
 _SPLIT = click.option("--split", "splits", multiple=True,
                       type=click.Choice(["train", "val", "test"]),
@@ -54,6 +54,13 @@ def _filter(table: LesionTable, splits=(), types=(), files=()) -> LesionTable:
     return table
 
 
+def _odd_context(ctx, param, value: int) -> int:
+    """Click callback: context slices are centred on the key slice, so an odd count."""
+    if value < 1 or value % 2 == 0:
+        raise click.BadParameter(f"must be an odd number >= 1, got {value}")
+    return value
+
+
 def _check_window(window: str) -> str:
     try:
         parse_window(window, (0.0, 1.0))
@@ -63,7 +70,7 @@ def _check_window(window: str) -> str:
 
 
 def _load(root_or_csv: Path, csv_path: Path | None) -> LesionTable:
-    table = load_lesions(csv_path or find_csv(root_or_csv))
+    table = load_table(csv_path or root_or_csv)
     fatal = [p for p in table.problems if p.fatal]
     if fatal:
         err_console.print(f"[yellow]{len(fatal)} rows skipped (run `deeplesion validate`); "
@@ -76,7 +83,7 @@ def _load(root_or_csv: Path, csv_path: Path | None) -> LesionTable:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for the PNGs (one per key slice, named by File_name).")
 @click.option("--window", default="dicom", show_default=True,
-              help="dicom, lung, mediastinum, soft-tissue, liver, bone, full, or MIN,MAX HU.")
+              help=f"dicom (the row's DICOM_windows), {', '.join(PRESETS)}, or MIN,MAX HU.")
 @_SPLIT
 @_TYPE
 @click.option("--files", multiple=True, metavar="NAME",
@@ -85,7 +92,7 @@ def _load(root_or_csv: Path, csv_path: Path | None) -> LesionTable:
 @click.option("--crops", is_flag=True,
               help="Also write OUT/crops/: each lesion zoomed, context slices side by side.")
 @click.option("--context", "context_slices", default=3, show_default=True,
-              help="Slices per crop (odd; 2 mm apart).")
+              callback=_odd_context, help="Slices per crop (odd; 2 mm apart).")
 @click.option("--line-width", default=1, show_default=True, help="Line width in pixels.")
 @click.option("--overwrite", is_flag=True, help="Redraw PNGs that already exist.")
 def render(root: Path, out_dir: Path, window: str, splits, types, files, csv_path,
@@ -109,8 +116,14 @@ def render(root: Path, out_dir: Path, window: str, splits, types, files, csv_pat
                                        context_slices=context_slices, progress=update)
     for name, reason in result.failed:
         err_console.print(f"[red]failed[/red] {name}: {reason}", highlight=False)
-    console.print(f"{len(result.written)} written, {len(result.skipped)} already there, "
-                  f"{len(result.failed)} failed -> {out_dir}")
+    counts = f"{len(result.written)} key slices written, {len(result.skipped)} already there"
+    if crops:
+        counts += (f"; {len(result.crops_written)} crops written, "
+                   f"{len(result.crops_skipped)} already there")
+    console.print(f"{counts}; {len(result.failed)} failed -> {out_dir}")
+    kept = len(result.skipped) + len(result.crops_skipped)
+    if kept:
+        console.print(f"{kept} kept; pass --overwrite to redraw them")
     if result.failed:
         raise SystemExit(1)
 
@@ -122,7 +135,7 @@ def render(root: Path, out_dir: Path, window: str, splits, types, files, csv_pat
 @click.option("--per-type", default=4, show_default=True, help="Lesions per type.")
 @click.option("--seed", default=0, show_default=True, help="Random seed of the choice.")
 @click.option("--context", "context_slices", default=1, show_default=True,
-              help="Slices per tile (odd; 3 shows the neighbours 2 mm away).")
+              callback=_odd_context, help="Slices per tile (odd; 3 shows the neighbours 2 mm away).")
 @click.option("--tile", "tile_px", default=128, show_default=True, help="Tile size (px).")
 @click.option("--window", default="dicom", show_default=True, help="As for render.")
 @click.option("--unlabelled", is_flag=True, help="Add a row of unlabelled (train) lesions.")
@@ -140,6 +153,12 @@ def gallery(root: Path, out_path: Path, per_type: int, seed: int, context_slices
         entries = write_gallery(out_path, root, table, per_type=per_type, seed=seed,
                                 tile_px=tile_px, context_slices=context_slices,
                                 window=window, include_unlabelled=unlabelled)
+    single = sum(e.n_slices < context_slices for e in entries)
+    if single:
+        err_console.print(f"[yellow]{single} of {len(entries)} tiles show the key slice "
+                          f"only: context slices not found under {root} (flat layout, "
+                          "key slices only)[/yellow]",
+                          highlight=False)
     console.print(f"{len(entries)} lesions -> {out_path}")
 
 
@@ -159,7 +178,7 @@ def gallery(root: Path, out_path: Path, per_type: int, seed: int, context_slices
 def bodymap(csv_path: Path, out_path: Path, fraction, seed: int, no_unlabelled: bool,
             root, thumbnails: int, splits) -> None:
     """Lesions' normalised x against z (head at the top), coloured by type (README Fig. 1)."""
-    from ..bodymap import FORMATS, write_body_map
+    from ..bodymap import FORMATS, plotted_lesions, write_body_map
 
     if out_path.suffix.lower().lstrip(".") not in FORMATS:
         raise click.BadParameter(f"{out_path}: use a .png, .svg or .pdf name",
@@ -169,7 +188,11 @@ def bodymap(csv_path: Path, out_path: Path, fraction, seed: int, no_unlabelled: 
         write_body_map(out_path, table, fraction=fraction, seed=seed,
                        include_unlabelled=not no_unlabelled, root=root,
                        thumbnails=thumbnails)
-    console.print(f"{len(table)} lesions -> {out_path}")
+        plotted, eligible = plotted_lesions(table, fraction=fraction, seed=seed,
+                                            include_unlabelled=not no_unlabelled)
+    shown = (f"{len(plotted)} of {len(eligible)}" if len(plotted) != len(eligible)
+             else f"{len(eligible)}")
+    console.print(f"{shown} lesions plotted -> {out_path}")
 
 
 @main.command()

@@ -14,7 +14,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from . import main
-from ._common import console, err_console, fail_cleanly, find_csv
+from ._common import console, err_console, fail_cleanly, find_csv, load_table
 
 _SPLITS = click.Choice(["train", "val", "test", "all"])
 
@@ -44,11 +44,10 @@ def _need_torch() -> None:
 @click.option("--include-noisy", is_flag=True, help="Keep lesions marked Possibly_noisy.")
 def export_coco_cmd(csv_path: Path, split: str, out: Path, include_noisy: bool) -> None:
     """Write key slices and lesions of DL_info.csv as COCO JSON (bbox 0-based x, y, w, h)."""
-    from ..annotations import load_lesions
     from ..coco import write_coco
 
     with fail_cleanly():
-        table = load_lesions(find_csv(csv_path))
+        table = load_table(csv_path)
         coco = write_coco(out, table.lesions, _split(split), include_noisy=include_noisy)
     console.print(f"wrote {out}: {len(coco['images'])} images, "
                   f"{len(coco['annotations'])} lesions")

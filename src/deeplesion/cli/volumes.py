@@ -111,3 +111,8 @@ def nifti(root: Path, out: Path, csv_path: Path | None, layout: str, workers: in
                   f"{report.skipped} already complete; {len(report.unreadable)} unreadable "
                   f"slices, {len(report.not_exported)} runs without spacing")
     console.print(f"manifest: {report.manifest_path}  report: {report.problems_path}")
+    if not report.volumes:
+        raise click.ClickException(
+            f"no volume exported from {root}"
+            + (" (series folders without DL_info rows need --spacing X,Y,Z)"
+               if report.not_exported else ""))

@@ -18,6 +18,7 @@ the "+1" Pascal area.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..annotations import SPLITS, Lesion, LesionTable, split_code
+from ..io import atomic_path, read_text
 from ..paths import parse_file_name
 from .errors import EvaluationError, PredictionError
 from .sweep import FrocCurve, Sweep, read_curve, sweep
@@ -87,7 +89,9 @@ def ground_truth(lesions: LesionTable | Iterable[Lesion], split: str | int | Non
     for lesion in kept:
         names.setdefault(lesion.file_name, len(names))
     if not kept:
-        raise EvaluationError(f"no lesions in split {split!r} to evaluate")
+        present = sorted({l.split for l in all_lesions})
+        raise EvaluationError(f"no lesions in split {split!r} to evaluate; the annotations "
+                              f"hold {', '.join(present) or 'no rows'} (choose with --split)")
     evaluated = set(names)
     return GroundTruth(
         split="all" if code is None else SPLITS[code],
@@ -228,7 +232,7 @@ def read_predictions(path: str | Path, gt: GroundTruth, *, strict: bool = False,
                                   file=str(path))
         return _read_coco(path, Path(coco_images), gt, strict)
     collector = _Collector(gt, str(path), strict)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
@@ -427,8 +431,6 @@ def evaluate_detection(gt: GroundTruth, dets: Detections, *, iou: float = 0.5,
 def write_predictions_csv(path: str | Path, file_names: Sequence[str], boxes_px1: np.ndarray,
                           scores: Sequence[float]) -> None:
     """Write a predictions CSV in the format :func:`read_predictions` reads (atomic)."""
-    from ..io import atomic_path
-
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(PREDICTION_COLUMNS)

@@ -17,6 +17,7 @@ extra ``score`` column.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import read_text
 from .errors import EvaluationError, PredictionError
 from .froc import rate_key
 from .sweep import FrocCurve, read_curve, sweep
@@ -58,7 +60,7 @@ def read_boxes_3d(path: str | Path, *, scored: bool, strict: bool = False) -> Bo
             raise error
         problems.append(error)
 
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in columns if c not in header]
@@ -104,7 +106,7 @@ def read_boxes_3d(path: str | Path, *, scored: bool, strict: bool = False) -> Bo
 
 def read_volume_list(path: str | Path) -> list[str]:
     """Sub-volume names from a case list CSV (column ``Nifti_ct_name``, else the first)."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         rows = list(csv.reader(fh))
     if not rows:
         return []

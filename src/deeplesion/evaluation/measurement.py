@@ -15,12 +15,14 @@ long axis ``x11, y11, x12, y12`` then short axis ``x21, y21, x22, y22``.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..io import read_text
 from ..annotations import Lesion
 from .errors import EvaluationError, PredictionError
 
@@ -138,7 +140,7 @@ def read_measurements(path: str | Path, lesions: Sequence[Lesion]
     chosen: list[Lesion] = []
     recists: list[list[float]] = []
     contours: list[np.ndarray | None] = []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, [])]
         need = ("row_index", "file_name") + RECIST_COLUMNS

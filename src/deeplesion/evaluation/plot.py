@@ -27,6 +27,16 @@ def plot_froc(curves: Mapping[str, FrocCurve], path: str | Path, *,
               fp_rates: Sequence[float] = PUBLISHED_FP_RATES, extrapolate: bool = False,
               published: bool = True, title: str = "FROC, key-slice lesion detection") -> Path:
     """Write the FROC curve(s) to ``path`` (format from the suffix), atomically."""
+    fig = froc_figure(curves, fp_rates=fp_rates, extrapolate=extrapolate,
+                      published=published, title=title)
+    return save_figure(fig, path, bbox_inches="tight")
+
+
+def froc_figure(curves: Mapping[str, FrocCurve], *,
+                fp_rates: Sequence[float] = PUBLISHED_FP_RATES, extrapolate: bool = False,
+                published: bool = True, title: str = "FROC, key-slice lesion detection"):
+    """The FROC plot as a pyplot Figure (close it when done); the legend sits outside the
+    axes, right of them, so it never covers a curve."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -56,8 +66,9 @@ def plot_froc(curves: Mapping[str, FrocCurve], path: str | Path, *,
         ax.set_ylabel("sensitivity (per lesion)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  borderaxespad=0.0, frameon=False)
     except BaseException:
         plt.close(fig)
         raise
-    return save_figure(fig, path, bbox_inches="tight")
+    return fig

@@ -20,12 +20,14 @@ NIH authors' evaluation code:
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..io import read_text
 from ..tags import load_hand_labeled, load_text_mined
 from .errors import EvaluationError, PredictionError
 
@@ -223,7 +225,7 @@ def read_tag_scores(path: str | Path, terms: Sequence[str]) -> tuple[np.ndarray,
     Returns ``(lesion_idxs, scores[lesion, tag])`` with tags in ``terms`` order.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if not header or header[0].strip() != "lesion_idx":
