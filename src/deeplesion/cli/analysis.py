@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ..annotations import Lesion, load_lesions
+from ..annotations import Lesion
 from ..growth import MatchRule
 from . import main
-from ._common import console, err_console, fail_cleanly, find_csv, progress_bar
+from ._common import console, err_console, fail_cleanly, find_csv, load_table, progress_bar
 
 _CSV = click.Path(exists=True, path_type=Path)
 _ROOT = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -69,7 +69,7 @@ def growth(csv_path: Path, patient: tuple[int, ...], out_dir: Path | None, root:
     from ..growth import link_all, recist_responses
 
     with fail_cleanly():
-        table = load_lesions(find_csv(csv_path))
+        table = load_table(csv_path)
         lesions = [l for l in table if not patient or l.patient_index in patient]
         if not lesions:
             raise click.ClickException(f"no lesions for patient(s) {list(patient)}")
@@ -204,7 +204,7 @@ def similar(csv_path: Path, file_name: str, k: int, which: int, root: Path | Non
                                      param_hint="--weight") from None
     with fail_cleanly():
         csv_path = find_csv(csv_path)
-        table = load_lesions(csv_path)
+        table = load_table(csv_path)
         query = _find_lesion(table.lesions, file_name, which)
         tagged, terms = None, None
         if use_tags:
@@ -256,7 +256,7 @@ def measure(csv_path: Path, file_names: tuple[str, ...], tolerance_px: float) ->
         return f"row_index {row_index} (CSV line {row_index + 2})"
 
     with fail_cleanly():
-        table = load_lesions(find_csv(csv_path))
+        table = load_table(csv_path)
     chosen = [l for l in table if l.file_name in set(file_names)] if file_names else []
     if file_names and not chosen:
         raise click.ClickException(f"none of {list(file_names)} is in {csv_path}")
