@@ -131,10 +131,7 @@ def load_manifest(path: str | Path | None = None) -> list[ManifestEntry]:
     """Read a manifest (``file``, ``url``, ``md5`` tab-separated; blank lines and lines
     starting with ``#`` ignored). ``None`` reads the official one shipped with the package."""
     path = official_manifest_path() if path is None else Path(path)
-    try:
-        text = read_text(path)
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"file {path}: not UTF-8 text ({exc})") from exc
+    text = read_text(path)
     lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1)
              if line.strip() and not line.lstrip().startswith("#")]
     if not lines:
