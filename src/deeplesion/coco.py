@@ -28,7 +28,7 @@ CATEGORY = {"id": 1, "name": "lesion", "supercategory": "lesion",
 
 
 class CocoError(DeepLesionError, ValueError):
-    """A COCO file that cannot be read back."""
+    """A COCO file that cannot be read back, or an export with nothing in it."""
 
 
 def box_px1_to_coco(box_px1: Iterable[float]) -> list[float]:
@@ -98,10 +98,30 @@ def export_coco(lesions: Iterable[Lesion], split: str | None = None, *,
 
 def write_coco(path: str | Path, lesions: Iterable[Lesion], split: str | None = None, *,
                include_noisy: bool = False) -> dict:
-    """Write :func:`export_coco` to ``path`` atomically; returns the dict."""
+    """Write :func:`export_coco` to ``path`` atomically; returns the dict.
+
+    An export without images raises :class:`CocoError` naming the splits the lesions
+    hold (nothing is written).
+    """
+    lesions = list(lesions)
     coco = export_coco(lesions, split, include_noisy=include_noisy)
+    if not coco["images"]:
+        raise CocoError(_nothing_to_export(lesions, split, include_noisy))
     write_text_atomic(path, json.dumps(coco, indent=1) + "\n")
     return coco
+
+
+def _nothing_to_export(lesions: list[Lesion], split: str | None, include_noisy: bool) -> str:
+    counts: dict[str, list[int]] = {}
+    for l in lesions:
+        counts.setdefault(l.split, [0, 0])[int(l.possibly_noisy)] += 1
+    held = ", ".join(f"{name} ({clean + noisy} lesions"
+                     + (f", {noisy} noisy)" if noisy else ")")
+                     for name, (clean, noisy) in sorted(counts.items()))
+    what = "no lesions" if split in (None, "all") else f"no lesions in split {split!r}"
+    if not include_noisy and (split in counts or (split in (None, "all") and counts)):
+        what += " apart from noisy ones (include them with include_noisy / --include-noisy)"
+    return f"nothing to export: {what}; the file holds: {held or 'no lesions'}"
 
 
 @dataclass(frozen=True)
@@ -145,7 +165,7 @@ def demo(root: Path, csv_path: Path, out_dir: Path) -> list[Path]:
     lesions = load_lesions(csv_path).lesions
     written = []
     for split in ("train", "val", "test"):
-        if any(l.split == split for l in lesions):
+        if any(l.split == split and not l.possibly_noisy for l in lesions):
             path = Path(out_dir) / f"coco_{split}.json"
             write_coco(path, lesions, split)
             written.append(path)

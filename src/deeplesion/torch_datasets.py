@@ -46,12 +46,15 @@ def _resolve_params(params: Preprocessing | str, overrides: Mapping[str, object]
 
 
 def _load_table(root: Path, lesions: LesionTable | Sequence[Lesion] | str | Path | None
-                ) -> list[Lesion]:
+                ) -> tuple[list[Lesion], str]:
+    """The lesions and where they came from (for messages)."""
     if lesions is None:
         lesions = root / "DL_info.csv"
     if isinstance(lesions, (str, Path)):
-        return list(load_lesions(lesions).lesions)
-    return list(lesions)
+        return list(load_lesions(lesions).lesions), str(lesions)
+    if isinstance(lesions, LesionTable):
+        return list(lesions.lesions), str(lesions.source)
+    return list(lesions), "the given lesions"
 
 
 def _select(lesions: list[Lesion], split: str | None, include_noisy: bool) -> list[Lesion]:
@@ -78,13 +81,21 @@ class _Base(Dataset):
         self.train = train
         self.seed = int(seed)
         self.epoch = 0
-        self.lesions = _select(_load_table(self.root, lesions), split, include_noisy)
+        table, source = _load_table(self.root, lesions)
+        self.lesions = _select(table, split, include_noisy)
         if not self.lesions:
-            raise DatasetError(f"no lesions in split {split!r} of {self.root}"
-                               + ("" if include_noisy else " (noisy lesions excluded)"))
+            held = sorted({l.split for l in table})
+            raise DatasetError(
+                f"no lesions in split {split!r} of {source}"
+                + ("" if include_noisy else " (noisy lesions excluded)")
+                + (f"; it holds: {', '.join(held)}" if held else "; it holds no lesions"))
 
     def set_epoch(self, epoch: int) -> None:
-        """Change the augmentation draws (call once per epoch before iterating)."""
+        """Change the augmentation draws (call once per epoch before iterating).
+
+        DataLoader workers hold copies of the dataset: with ``persistent_workers=True``
+        this call does not reach them; build a new DataLoader per epoch instead.
+        """
         self.epoch = int(epoch)
 
     def _rng(self, index: int) -> np.random.Generator | None:
@@ -96,9 +107,10 @@ class _Base(Dataset):
 class KeySliceDetectionDataset(_Base):
     """Key slices with their lesions, for detection.
 
-    ``preset``: a :class:`Preprocessing` or preset name (``native``, ``3dce``, ``mulan``,
-    ``a3d``); ``overrides`` replaces any of its fields. ``train=True`` applies the preset's
-    augmentation. ``masks=True`` adds the weak RECIST masks (n, H, W) to the target.
+    ``preset``: a :class:`Preprocessing` or preset name (see
+    ``deeplesion.preprocess.PRESETS``); ``overrides`` replaces any of its fields (values
+    checked against the field types). The preset's augmentation is applied only with
+    ``train=True``. ``masks=True`` adds the weak RECIST masks (n, H, W) to the target.
     ``cache=True`` keeps un-augmented samples in memory (per worker) after the first read.
     Noisy lesions are left out unless ``include_noisy``.
     """
