@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+import pickle
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -30,7 +31,8 @@ from torch.utils.data import DataLoader
 from .annotations import Lesion, LesionTable
 from .errors import DeepLesionError
 from .io import atomic_path, write_text_atomic
-from .preprocess import describe, from_description
+from .preprocess import (Preprocessing, PreprocessError, coerce_override, describe,
+                         from_description, preset as get_preset)
 from .torch_datasets import KeySliceDetectionDataset, collate_detection
 
 ARCHS = ("fasterrcnn_resnet50_fpn_v2", "tiny")
@@ -42,6 +44,30 @@ Progress = Callable[[int, int, dict], None]
 
 class DetectorError(DeepLesionError, ValueError):
     """A detector configuration or checkpoint that cannot be used."""
+
+
+def check_device(device: str) -> torch.device:
+    """``device`` as a torch device, or :class:`DetectorError` when it is not a device
+    string or names hardware this machine does not have (checked before any work)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DetectorError(f"invalid device {device!r}: expected cpu, cuda, cuda:N "
+                            "or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DetectorError(f"device {device!r}: CUDA is not available on this machine "
+                                "(no GPU found or PyTorch built without CUDA); use --device "
+                                "cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DetectorError(f"device {device!r}: this machine has "
+                                f"{torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise DetectorError(f"device {device!r}: MPS is not available on this machine")
+    elif dev.type != "cpu":
+        raise DetectorError(f"device {device!r}: only cpu, cuda and mps are supported")
+    return dev
 
 
 # --------------------------------------------------------------------------- model
@@ -161,6 +187,30 @@ class TrainConfig:
     checkpoint_every: int = 50  #: iterations between mid-epoch checkpoints
     cache: bool = False  #: keep un-augmented prepared images in memory
 
+    def check(self) -> None:
+        """Raise :class:`DetectorError` naming the first field with an unusable value."""
+        ints = {"epochs": 1, "batch_size": 1, "warmup_iterations": 0, "num_workers": 0,
+                "checkpoint_every": 0}
+        for name, low in ints.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise DetectorError(f"{name}={value!r}: expected an integer >= {low}")
+        if self.iterations_per_epoch is not None and (
+                not isinstance(self.iterations_per_epoch, int)
+                or self.iterations_per_epoch < 1):
+            raise DetectorError(f"iterations_per_epoch={self.iterations_per_epoch!r}: "
+                                "expected an integer >= 1 or None")
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
+                    or (name == "lr" and value == 0):
+                raise DetectorError(f"{name}={value!r}: expected a number "
+                                    f"{'> 0' if name == 'lr' else '>= 0'}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise DetectorError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.arch not in ARCHS:
+            raise DetectorError(f"unknown arch {self.arch!r}; allowed: {ARCHS}")
+
     def to_json(self) -> dict:
         out = asdict(self)
         out["anchor_sizes"] = list(self.anchor_sizes)
@@ -209,11 +259,71 @@ def _save(path: Path, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
+_CHECKPOINT_KEYS = ("model", "config", "preprocessing", "in_channels")
+
+
 def _load(path: Path) -> dict:
+    """A checkpoint written by this module (plain containers and tensors only)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
         raise DetectorError(f"{path}: cannot read checkpoint: {exc}") from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError,
+            AttributeError, ImportError, IndexError, KeyError) as exc:
+        raise DetectorError(f"{path}: not a deeplesion checkpoint (PyTorch cannot read it "
+                            f"as one: {type(exc).__name__})") from exc
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in _CHECKPOINT_KEYS):
+        raise DetectorError(f"{path}: not a deeplesion checkpoint (expected a dict with "
+                            f"{', '.join(_CHECKPOINT_KEYS)})")
+    return ckpt
+
+
+def saved_run(out_dir: str | Path) -> tuple[TrainConfig, Preprocessing] | None:
+    """The settings a run in ``out_dir`` resumes with (``None`` when it has no last.pt)."""
+    path = Path(out_dir) / "last.pt"
+    if not path.is_file():
+        return None
+    ckpt = _load(path)
+    try:
+        return TrainConfig.from_json(ckpt["config"]), from_description(ckpt["preprocessing"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise DetectorError(f"{path}: not a deeplesion checkpoint: {exc}") from exc
+
+
+def resume_differences(saved: TrainConfig, saved_params: Preprocessing,
+                       requested: TrainConfig, names: Iterable[str]
+                       ) -> list[tuple[str, object, object]]:
+    """``(field, requested, saved)`` for each field in ``names`` that a resumed run ignores.
+
+    ``names`` are :class:`TrainConfig` fields the caller set; each key of
+    ``requested.overrides`` is compared with the saved preprocessing (``preset`` by name).
+    ``epochs`` only counts when it is below the saved number (a larger one extends the run).
+    """
+    out: list[tuple[str, object, object]] = []
+    for name in names:
+        if name == "overrides":
+            continue
+        new, old = getattr(requested, name), getattr(saved, name)
+        if name == "epochs":
+            if new < old:
+                out.append((name, new, old))
+        elif name == "preset":
+            if str(new).strip().lower() != str(old).strip().lower():
+                out.append((name, new, old))
+        elif (tuple(new) if isinstance(new, (list, tuple)) else new) != \
+                (tuple(old) if isinstance(old, (list, tuple)) else old):
+            out.append((name, new, old))
+    for key, value in requested.overrides.items():
+        value = coerce_override(key, value)
+        if key == "images":
+            key, value = "n_slices", 3 * value  # type: ignore[operator]
+        if key in {f.name for f in fields(Preprocessing)}:
+            old = getattr(saved_params, key)
+        else:
+            old = getattr(saved_params.augmentation, key)
+        if value != old:
+            out.append((f"overrides.{key}", value, old))
+    return out
 
 
 def predict(model: nn.Module, dataset: KeySliceDetectionDataset, *, batch_size: int = 2,
@@ -265,8 +375,8 @@ def train_detector(root: str | Path, out_dir: str | Path, config: TrainConfig | 
     """Train (or resume) a detector in ``out_dir``.
 
     When ``out_dir/last.pt`` exists the run resumes from it with the checkpoint's config
-    (a larger ``config.epochs`` extends it; other fields of ``config`` are ignored). ``stop_after`` stops after that many iterations in
-    total (as a kill would, after saving ``last.pt``). ``progress(done, total, info)`` is
+    (a larger ``config.epochs`` extends it; other fields of ``config`` are ignored, see
+    :func:`resume_differences`). ``stop_after`` stops after that many iterations in total (as a kill would, after saving ``last.pt``). ``progress(done, total, info)`` is
     called after each iteration (``info['loss']``) and after each validation
     (``info['val']``).
     """
@@ -275,13 +385,21 @@ def train_detector(root: str | Path, out_dir: str | Path, config: TrainConfig | 
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     state = _load(last_path) if last_path.is_file() else None
     if state is not None:
-        saved = TrainConfig.from_json(state["config"])
+        try:
+            saved = TrainConfig.from_json(state["config"])
+        except (TypeError, ValueError) as exc:
+            raise DetectorError(f"{last_path}: not a deeplesion checkpoint: {exc}") from exc
         if config is not None:
+            config.check()
             saved.epochs = max(saved.epochs, config.epochs)
         config = saved
     config = config or TrainConfig()
-    if config.optimizer not in ("sgd", "adamw"):
-        raise DetectorError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
+    config.check()
+    check_device(config.device)
+    try:
+        get_preset(config.preset, **dict(config.overrides))
+    except PreprocessError as exc:
+        raise DetectorError(f"preprocessing of the run: {exc}") from exc
 
     train_ds = _dataset(root, config, config.train_split, lesions, train=config.augment)
     val_ds = None
@@ -382,11 +500,12 @@ def load_detector(checkpoint: str | Path) -> tuple[nn.Module, dict]:
     ckpt = _load(Path(checkpoint))
     try:
         config = TrainConfig.from_json(ckpt["config"])
+        from_description(ckpt["preprocessing"])
         model = build_detector(ckpt["in_channels"], arch=config.arch,
                                anchor_sizes=config.anchor_sizes)
         model.load_state_dict(ckpt["model"])
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise DetectorError(f"{checkpoint}: not a detector checkpoint: {exc}") from exc
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise DetectorError(f"{checkpoint}: not a deeplesion checkpoint: {exc}") from exc
     model.eval()
     return model, ckpt
 
@@ -399,6 +518,9 @@ def detect(root: str | Path, checkpoint: str | Path, out_csv: str | Path, *,
     """Write predictions on ``split``'s key slices (1-based DL_info pixels) to ``out_csv``."""
     from .evaluation.froc import write_predictions_csv
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DetectorError(f"batch_size={batch_size!r}: expected an integer >= 1")
+    check_device(device)
     model, ckpt = load_detector(checkpoint)
     model.to(device)
     config = TrainConfig.from_json(ckpt["config"])
