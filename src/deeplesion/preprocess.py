@@ -330,7 +330,12 @@ def coerce_override(key: str, value: object) -> object:
             return Augmentation()
         raise PreprocessError(f"augmentation={value!r}: expected 'none' (no augmentation); "
                               "set its fields by name instead, e.g. hflip_prob=0.5")
-    return _coerce(key, value, kind)
+    value = _coerce(key, value, kind)
+    if key in _hints(Augmentation):  # the record's own range checks
+        Augmentation(**{key: value})
+    elif key != "images":
+        replace(Preprocessing(), **{key: value})
+    return value
 
 
 # --------------------------------------------------------------------------- records
