@@ -415,3 +415,140 @@ def test_overfits_the_real_liver_key_slices(liver_root, tmp_path):
     assert froc.n_lesions == 23
     assert froc.average >= 0.5 > _chance(ds.lesions) + 0.3
     assert froc.sensitivity["4"] >= 0.7
+
+
+# --------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("text,expected", [
+    ("true", True), ("Yes", True), ("1", True), ("FALSE", False), ("no", False), ("0", False)])
+def test_boolean_overrides_parse_by_field_type(text, expected):
+    from deeplesion.preprocess import parse_override
+
+    assert parse_override(f"body_crop={text}") == ("body_crop", expected)
+    assert preset("3dce", body_crop=text).body_crop is expected  # library path, same rules
+
+
+@pytest.mark.parametrize("key,value", [
+    ("body_crop", "maybe"), ("body_crop", 2), ("n_slices", "abc"), ("n_slices", 3.5),
+    ("window_hu", "-1024"), ("window_hu", -1024), ("window_hu", "a,b"),
+    ("max_size_px", "big"), ("augmentation", "foo"), ("hflip_prob", 1.5),
+    ("crop_jitter_px", "1,2,3"), ("step_mm", "nan")])
+def test_wrong_override_values_raise_naming_field_and_value(key, value, sample_root):
+    from deeplesion.preprocess import PreprocessError, parse_override
+
+    for call in (lambda: preset("mulan", **{key: value}),
+                 lambda: KeySliceDetectionDataset(sample_root, None, preset="mulan",
+                                                  overrides={key: value}),
+                 lambda: parse_override(f"{key}={value}")):
+        with pytest.raises(PreprocessError) as info:
+            call()
+        assert key in str(info.value) and str(value) in str(info.value)
+
+
+def test_override_values_are_converted():
+    from deeplesion.preprocess import parse_override
+
+    assert parse_override("window_hu=-1024,3071") == ("window_hu", (-1024.0, 3071.0))
+    assert parse_override("max_size_px=none") == ("max_size_px", None)
+    assert parse_override("crop_jitter_px=-4,4") == ("crop_jitter_px", (-4, 4))
+    assert preset("native", window_hu=[-100, 200]).window_hu == (-100.0, 200.0)
+    assert not preset("mulan", augmentation="none").augmentation.active
+
+
+def _invoke(args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        result.output  # a clean message, never a traceback
+    return result
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--set", "body_crop=maybe"], ["--set", "body_crop", "maybe", "true/false"]),
+    (["--set", "n_slices=abc"], ["n_slices", "abc", "integer"]),
+    (["--set", "window_hu=-1024"], ["window_hu", "-1024", "MIN,MAX"]),
+    (["--set", "augmentation=foo"], ["augmentation", "foo"]),
+    (["--set", "no_such=1"], ["no_such", "allowed"]),
+    (["--epochs", "0"], ["--epochs"]),
+    (["--batch-size", "0"], ["--batch-size"]),
+    (["--lr", "-1"], ["--lr"]),
+    (["--device", "foo"], ["--device", "foo"]),
+    (["--preset", "faster"], ["--preset", "faster"]),
+])
+def test_train_detector_rejects_bad_options_cleanly(args, words, sample_root, tmp_path):
+    result = _invoke(["train-detector", sample_root, "--out", tmp_path / "run", *args])
+    assert result.exit_code == 2, result.output
+    for word in words:
+        assert word in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_cuda_without_gpu_is_refused_up_front(sample_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for cmd in (["train-detector", sample_root, "--out", tmp_path / "run"],
+                ["detect", sample_root, "--checkpoint", sample_root / "DL_info.csv",
+                 "--out", tmp_path / "p.csv"]):
+        result = _invoke([*cmd, "--device", "cuda"])
+        assert result.exit_code == 2 and "CUDA is not available" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_detect_rejects_bad_batch_size_and_non_checkpoints(sample_root, tmp_path):
+    base = ["detect", sample_root, "--checkpoint", sample_root / "DL_info.csv",
+            "--out", tmp_path / "p.csv"]
+    assert _invoke([*base, "--batch-size", "0"]).exit_code == 2
+    result = _invoke(base)
+    assert result.exit_code == 1 and "not a deeplesion checkpoint" in result.output
+    assert "DL_info.csv" in result.output and not (tmp_path / "p.csv").exists()
+
+
+def test_library_rejects_zero_epochs(sample_root, tmp_path):
+    from deeplesion.detector import DetectorError, TrainConfig, train_detector
+
+    with pytest.raises(DetectorError, match="epochs"):
+        train_detector(sample_root, tmp_path, TrainConfig(epochs=0, **FAST))
+
+
+def test_empty_split_errors_name_the_file_and_its_splits(sample_root, tmp_path):
+    lesions = load_lesions(sample_root / "DL_info.csv").lesions
+    csv = tmp_path / "val_only.csv"
+    write_dl_info([l for l in lesions if l.split == "val"], csv)
+    out = tmp_path / "t.json"
+    result = _invoke(["export-coco", csv, "--split", "test", "--out", out])
+    assert result.exit_code == 1 and not out.exists()
+    assert "'test'" in result.output and "holds: val" in result.output
+    result = _invoke(["train-detector", sample_root, "--annotations", csv,
+                      "--out", tmp_path / "run", "--arch", "tiny"])
+    assert result.exit_code == 1
+    assert f"split 'train' of {csv}" in result.output.replace("\n", "")
+    assert str(sample_root) + " " not in result.output
+
+
+def test_help_lists_every_preset():
+    from deeplesion.preprocess import PRESETS
+
+    text = _invoke(["train-detector", "--help"]).output
+    assert set(PRESETS) >= {"lesanet", "a3d"}
+    assert all(name in text for name in PRESETS)
+
+
+def test_set_no_applies_and_resume_names_ignored_options(sample_root, tmp_path):
+    run = tmp_path / "run"
+    base = ["train-detector", sample_root, "--out", run, "--arch", "tiny", "--preset", "3dce",
+            "--set", "max_size_px=64", "--iterations-per-epoch", "1", "--val-split", "none",
+            "--train-split", "all", "--anchors", "6,9,12,18,24", "--checkpoint-every", "0"]
+    assert preset("3dce").body_crop  # the override below must switch it off
+    result = _invoke([*base, "--epochs", "1", "--set", "body_crop=no"])
+    assert result.exit_code == 0, result.output
+    saved = torch.load(run / "last.pt", weights_only=True)
+    assert saved["preprocessing"]["body_crop"] is False
+    result = _invoke([*base, "--epochs", "2", "--lr", "0.05", "--set", "n_slices=3",
+                      "--set", "body_crop=no"])
+    assert result.exit_code == 0, result.output
+    text = result.output.replace("\n", " ")
+    assert "--lr 0.05 (saved lr: 0.01)" in text
+    assert "--set n_slices=3 (saved n_slices: 9)" in text
+    assert "--set body_crop" not in text  # same value as saved
+    assert "--epochs 2" not in text  # a larger --epochs extends the run
+    resumed = torch.load(run / "last.pt", weights_only=True)
+    assert resumed["config"]["lr"] == 0.01 and resumed["in_channels"] == 9
+    assert len(resumed["history"]) == 2
