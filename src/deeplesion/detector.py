@@ -376,9 +376,9 @@ def train_detector(root: str | Path, out_dir: str | Path, config: TrainConfig | 
 
     When ``out_dir/last.pt`` exists the run resumes from it with the checkpoint's config
     (a larger ``config.epochs`` extends it; other fields of ``config`` are ignored, see
-    :func:`resume_differences`). ``stop_after`` stops after that many iterations in total (as a kill would, after saving ``last.pt``). ``progress(done, total, info)`` is
-    called after each iteration (``info['loss']``) and after each validation
-    (``info['val']``).
+    :func:`resume_differences`). ``stop_after`` stops after that many iterations in total
+    (as a kill would, after saving ``last.pt``). ``progress(done, total, info)`` is called
+    after each iteration (``info['loss']``) and after each validation (``info['val']``).
     """
     root, out_dir = Path(root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
