@@ -182,6 +182,13 @@ def test_cli_detection_json_and_plot(tmp_path, real_excerpt_csv):
     strict = runner.invoke(main, ["evaluate", "detection", str(preds), "--annotations",
                                   str(real_excerpt_csv), "--strict"])
     assert strict.exit_code == 1 and "line" in strict.output
+    for option, value in (("--iou", "1.5"), ("--iou", "0"),
+                          ("--plot", str(tmp_path / "froc.txt"))):
+        bad = runner.invoke(main, ["evaluate", "detection", str(preds), "--annotations",
+                                   str(real_excerpt_csv), option, value])
+        assert bad.exit_code == 2 and option in bad.output, (option, value, bad.output)
+        assert "Traceback" not in bad.output
+    assert not (tmp_path / "froc.txt").exists()
 
 
 def test_cli_tagging_and_measurement(tmp_path, real_data, real_val_csv):
@@ -261,3 +268,12 @@ def test_froc_legend_never_covers_the_plot(tmp_path, published):
     out = plot_froc({"weak detector": curve}, tmp_path / "froc.png", published=published)
     width, height = Image.open(out).size
     assert width > height  # the saved image keeps the legend beside the axes
+
+
+def test_cli_tagging_refuses_a_label_file_that_is_not_json(tmp_path, real_data):
+    folder = real_data / LESANET
+    scores = _write(tmp_path / "scores.csv", ["lesion_idx,liver", "0,0.5"])
+    out = CliRunner().invoke(main, ["evaluate", "tagging", str(scores), "--labels",
+                                    str(folder / "lesion_ontology_181022.xlsx")])
+    assert out.exit_code == 1
+    assert "not a JSON file" in out.output and "Traceback" not in out.output

@@ -349,3 +349,13 @@ def test_cli_fails_when_nothing_can_be_exported(real_root, tmp_path):
     result = CliRunner().invoke(main, ["nifti", str(real_root), str(tmp_path / "out")])
     assert result.exit_code == 1
     assert "no volume exported" in result.output and "--spacing" in result.output
+
+
+def test_unreachable_scheduler_is_a_clean_error(mini_root, tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(NiftiExportError, match="cannot reach the Dask scheduler"):
+        export_nifti(mini_root, tmp_path / "out", scheduler=f"tcp://127.0.0.1:{port}")

@@ -444,7 +444,11 @@ def _run_dask(tasks: list[ExportTask], address: str, on_result) -> None:
     except ImportError:
         raise NiftiExportError("--scheduler needs the optional extra: "
                                "pip install 'deeplesion[dask]'") from None
-    with Client(address) as client:
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise NiftiExportError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    with client:
         futures = client.map(run_task, tasks, pure=False)
         try:
             for future in dask_completed(futures):

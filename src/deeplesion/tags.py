@@ -102,13 +102,17 @@ def _require(data: dict, key: str, path: Path) -> list:
     return value
 
 
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TagFileError(f"{path}: not a JSON file ({exc})") from None
+
+
 def load_text_mined(path: str | Path) -> TextMinedLabels:
     """Load ``text_mined_labels_171_and_split.json``; checks lengths and index ranges."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise TagFileError(f"{path}: not JSON ({exc})") from None
+    data = _read_json(path)
     if not isinstance(data, dict):
         raise TagFileError(f"{path}: expected a JSON object at the top level")
     terms = _require(data, "term_list", path)
@@ -151,7 +155,7 @@ def load_text_mined(path: str | Path) -> TextMinedLabels:
 def load_hand_labeled(path: str | Path) -> list[HandLabel]:
     """Load ``hand_labeled_test_set.json`` (500 radiologist-labelled lesions)."""
     path = Path(path)
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = _read_json(path)
     if not isinstance(data, list):
         raise TagFileError(f"{path}: expected a JSON list of lesions")
     out = []

@@ -30,6 +30,13 @@ def evaluate() -> None:
     """Evaluate predictions exactly as the published DeepLesion numbers were computed."""
 
 
+def _plot_suffix(path: Path | None) -> Path | None:
+    if path is not None and path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise click.BadParameter(f"{path}: use a .png, .svg or .pdf file name",
+                                 param_hint="--plot")
+    return path
+
+
 @evaluate.command()
 @click.argument("predictions", type=_EXISTING)
 @click.option("--annotations", "annotations", required=True,
@@ -37,7 +44,8 @@ def evaluate() -> None:
               help="DL_info.csv (or a split of it, or a dataset root holding it).")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test",
               show_default=True)
-@click.option("--iou", type=float, default=0.5, show_default=True,
+@click.option("--iou", type=click.FloatRange(0, 1, min_open=True), default=0.5,
+              show_default=True,
               help="IoU a detection needs to find a lesion.")
 @click.option("--extrapolate", is_flag=True,
               help="Past the curve's end, extend it linearly (3DCE) instead of holding "
@@ -49,7 +57,9 @@ def evaluate() -> None:
 @click.option("--strict", is_flag=True, help="Stop at the first bad prediction row.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the FROC curve with the published methods' points.")
+              callback=lambda ctx, param, value: _plot_suffix(value),
+              help="Write the FROC curve with the published methods' points "
+                   "(.png, .svg or .pdf).")
 def detection(predictions: Path, annotations: Path, split: str, iou: float,
               extrapolate: bool, by: tuple[str, ...], coco_images: Path | None, strict: bool,
               as_json: bool, plot_path: Path | None) -> None:
@@ -85,8 +95,9 @@ def detection(predictions: Path, annotations: Path, split: str, iou: float,
                       *(_fmt(s.sensitivity[froc_mod.rate_key(r)]) for r in FP_RATES),
                       _fmt(s.average))
     console.print(t)
-    console.print(f"sensitivity in %; ignored rows for images outside the split: "
-                  f"{result.ignored_outside}; skipped bad rows: {result.skipped_rows}")
+    console.print(f"sensitivity in %; ignored rows for images not evaluated (other splits, "
+                  f"or only noisy lesions): {result.ignored_outside}; skipped bad rows: "
+                  f"{result.skipped_rows}")
     if plot_path is not None:
         console.print(f"wrote {plot_path}")
 
@@ -98,7 +109,8 @@ def detection(predictions: Path, annotations: Path, split: str, iou: float,
 @click.option("--volumes", "volumes_path", type=_EXISTING,
               help="Case list of the evaluated sub-volumes (column Nifti_ct_name); "
                    "default: the volumes with ground truth.")
-@click.option("--iobb", type=float, default=0.3, show_default=True)
+@click.option("--iobb", type=click.FloatRange(0, 1, min_open=True), default=0.3,
+              show_default=True)
 @click.option("--strict", is_flag=True, help="Stop at the first bad prediction row.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def detection3d(predictions: Path, gt_path: Path, volumes_path: Path | None, iobb: float,
