@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -37,4 +38,19 @@ def demo(out_dir: Path, root: Path | None, seed: int) -> None:
         console.print(f"[bold]{name}[/bold]")
         for path in paths:
             console.print(f"  {path}")
+    _headlines(out_dir)
     console.print(f"all outputs under {out_dir}")
+
+
+def _headlines(out_dir: Path) -> None:
+    """A few results of the demo's steps, read back from what they wrote."""
+    stats_path = out_dir / "stats" / "stats.json"
+    if stats_path.is_file():
+        s = json.loads(stats_path.read_text())
+        console.print(f"data: {s['lesions']} lesions on {s['key_slices']} key slices, "
+                      f"{s['studies']} studies, {s['patients']} patients")
+    froc_path = out_dir / "evaluation" / "evaluation.json"
+    if froc_path.is_file():
+        e = json.loads(froc_path.read_text())
+        console.print(f"evaluation of noisy synthetic predictions ({e['split']} split): "
+                      f"average sensitivity {e['average']:.3f} at 0.5-4 FPs per image")
