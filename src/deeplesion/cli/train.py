@@ -21,15 +21,6 @@ from ._common import console, err_console, fail_cleanly, find_csv, load_table
 _SPLITS = click.Choice(["train", "val", "test", "all"])
 _POSITIVE = click.IntRange(min=1)
 
-#: TrainConfig field -> the train-detector option that sets it (for resume warnings).
-_OPTION_OF = {"preset": "--preset", "arch": "--arch", "anchor_sizes": "--anchors",
-              "pretrained_backbone": "--pretrained-backbone", "epochs": "--epochs",
-              "batch_size": "--batch-size", "iterations_per_epoch": "--iterations-per-epoch",
-              "optimizer": "--optimizer", "lr": "--lr", "warmup_iterations": "--warmup",
-              "lr_drop_epochs": "--lr-drop", "train_split": "--train-split",
-              "val_split": "--val-split", "augment": "--no-augment", "cache": "--cache",
-              "seed": "--seed", "num_workers": "--workers", "device": "--device",
-              "checkpoint_every": "--checkpoint-every"}
 #: click parameter name -> TrainConfig field.
 _FIELD_OF = {"preset": "preset", "arch": "arch", "anchors": "anchor_sizes",
              "pretrained_backbone": "pretrained_backbone", "epochs": "epochs",
@@ -39,6 +30,8 @@ _FIELD_OF = {"preset": "preset", "arch": "arch", "anchors": "anchor_sizes",
              "val_split": "val_split", "no_augment": "augment", "cache": "cache",
              "seed": "seed", "workers": "num_workers", "device": "device",
              "checkpoint_every": "checkpoint_every"}
+#: TrainConfig field -> the train-detector option that sets it (for resume warnings).
+_OPTION_OF = {field: "--" + name.replace("_", "-") for name, field in _FIELD_OF.items()}
 
 
 def _split(value: str | None) -> str | None:
