@@ -23,8 +23,8 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from deeplesion.download import ManifestEntry, download_all
-from deeplesion.extract import extract_all
+from deeplesion.fetch.download import ManifestEntry, download_all
+from deeplesion.fetch.extract import extract_all
 
 
 def serve(files: dict[str, bytes]) -> ThreadingHTTPServer:
@@ -43,7 +43,7 @@ def serve(files: dict[str, bytes]) -> ThreadingHTTPServer:
             self.end_headers()
             view = memoryview(body)[start:]
             for i in range(0, len(view), 1 << 20):
-                self.wfile.write(view[i:i + (1 << 20)])
+                self.wfile.write(view[i : i + (1 << 20)])
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -62,12 +62,13 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=16)
     ap.add_argument("--members", type=int, default=2000)
     args = ap.parse_args()
-    files = {f"Images_png_{i:02d}.zip": os.urandom(args.mb << 20)
-             for i in range(1, args.files + 1)}
+    files = {f"Images_png_{i:02d}.zip": os.urandom(args.mb << 20) for i in range(1, args.files + 1)}
     httpd = serve(files)
     port = httpd.server_address[1]
-    entries = [ManifestEntry(n, f"http://127.0.0.1:{port}/{n}", hashlib.md5(d).hexdigest())
-               for n, d in files.items()]
+    entries = [
+        ManifestEntry(n, f"http://127.0.0.1:{port}/{n}", hashlib.md5(d).hexdigest())
+        for n, d in files.items()
+    ]
     total_mb = args.files * args.mb
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -93,17 +94,22 @@ def main() -> None:
         print(f"download {args.files} x {args.mb} MB over loopback:")
         print(f"  urlretrieve, no checksum     {t_plain:6.2f} s  {total_mb / t_plain:7.1f} MB/s")
         print(f"  urlretrieve + md5            {t_md5:6.2f} s  {total_mb / t_md5:7.1f} MB/s")
-        print(f"  download_all parallel=1      {t_ours1:6.2f} s  {total_mb / t_ours1:7.1f} MB/s"
-              f"  ratio vs urlretrieve+md5 {t_md5 / t_ours1:.2f}x")
-        print(f"  download_all parallel=4      {t_ours4:6.2f} s  {total_mb / t_ours4:7.1f} MB/s"
-              f"  ratio vs urlretrieve+md5 {t_md5 / t_ours4:.2f}x")
+        print(
+            f"  download_all parallel=1      {t_ours1:6.2f} s  {total_mb / t_ours1:7.1f} MB/s"
+            f"  ratio vs urlretrieve+md5 {t_md5 / t_ours1:.2f}x"
+        )
+        print(
+            f"  download_all parallel=4      {t_ours4:6.2f} s  {total_mb / t_ours4:7.1f} MB/s"
+            f"  ratio vs urlretrieve+md5 {t_md5 / t_ours4:.2f}x"
+        )
         httpd.shutdown()
 
         archive = tmp / "Images_png_01.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
             for i in range(args.members):
-                zf.writestr(f"Images_png/{i // 100:06d}_01_01/{i % 100 + 1:03d}.png",
-                            os.urandom(20_000))
+                zf.writestr(
+                    f"Images_png/{i // 100:06d}_01_01/{i % 100 + 1:03d}.png", os.urandom(20_000)
+                )
         t_plain = timed(lambda: zipfile.ZipFile(archive).extractall(tmp / "plain"))
         t_ours = timed(lambda: extract_all([archive], tmp / "ours"))
         t_rerun = timed(lambda: extract_all([archive], tmp / "ours"))

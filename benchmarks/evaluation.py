@@ -22,8 +22,9 @@ FP_RATES = [0.5, 1, 2, 4, 8, 16]
 
 def make_data(seed: int = 0):
     rng = np.random.default_rng(seed)
-    gt_image = np.concatenate([np.arange(N_IMAGES),
-                               rng.choice(N_IMAGES, N_LESIONS - N_IMAGES, replace=False)])
+    gt_image = np.concatenate(
+        [np.arange(N_IMAGES), rng.choice(N_IMAGES, N_LESIONS - N_IMAGES, replace=False)]
+    )
     lo = rng.uniform(1, 400, (N_LESIONS, 2))
     gt_boxes = np.hstack([lo, lo + rng.uniform(10, 80, (N_LESIONS, 2))])
     det_image = np.repeat(np.arange(N_IMAGES), PER_IMAGE)
@@ -33,7 +34,7 @@ def make_data(seed: int = 0):
     first_lesion[gt_image[::-1]] = np.arange(N_LESIONS)[::-1]
     near = rng.random(n_det) < 0.08
     base = gt_boxes[first_lesion[det_image]]
-    w = (base[:, 2:] - base[:, :2] + 1)
+    w = base[:, 2:] - base[:, :2] + 1
     jitter = rng.normal(0, 0.12, (n_det, 4)) * np.hstack([w, w])
     rand_lo = rng.uniform(1, 450, (n_det, 2))
     rand = np.hstack([rand_lo, rand_lo + rng.uniform(5, 60, (n_det, 2))])
@@ -56,8 +57,11 @@ def upstream_style(gt_image, gt_boxes, det_image, boxes, scores, iou_th=0.5):
         iw = np.maximum(np.minimum(gts[:, 2], box[2]) - np.maximum(gts[:, 0], box[0]) + 1, 0)
         ih = np.maximum(np.minimum(gts[:, 3], box[3]) - np.maximum(gts[:, 1], box[1]) + 1, 0)
         inter = iw * ih
-        union = ((box[2] - box[0] + 1) * (box[3] - box[1] + 1)
-                 + (gts[:, 2] - gts[:, 0] + 1) * (gts[:, 3] - gts[:, 1] + 1) - inter)
+        union = (
+            (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+            + (gts[:, 2] - gts[:, 0] + 1) * (gts[:, 3] - gts[:, 1] + 1)
+            - inter
+        )
         overlaps = inter / union
         if len(overlaps) == 0 or overlaps.max() < iou_th:
             n_miss += 1
@@ -93,16 +97,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     data = make_data()
-    print(f"{N_IMAGES} images, {N_LESIONS} lesions, {len(data[2])} detections "
-          f"({PER_IMAGE} per image)")
+    print(
+        f"{N_IMAGES} images, {N_LESIONS} lesions, {len(data[2])} detections ({PER_IMAGE} per image)"
+    )
     t_up, (s_up, f_up, r_up) = best_time(upstream_style, data, 1)
     t_pr, (s_pr, f_pr, r_pr) = best_time(project, data, args.repeats)
     np.testing.assert_array_equal(s_pr, s_up)
     np.testing.assert_array_equal(f_pr, f_up)
     np.testing.assert_array_equal(r_pr, r_up)
     print("sensitivity at", dict(zip(FP_RATES, np.round(r_pr, 4).tolist())))
-    print(f"upstream-style loop: {t_up:.3f} s   project: {t_pr:.3f} s   "
-          f"speed-up: {t_up / t_pr:.1f}x (results identical)")
+    print(
+        f"upstream-style loop: {t_up:.3f} s   project: {t_pr:.3f} s   "
+        f"speed-up: {t_up / t_pr:.1f}x (results identical)"
+    )
 
 
 if __name__ == "__main__":

@@ -25,11 +25,14 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from deeplesion.nifti import export_nifti, resolve_compression
-from deeplesion.volumes import index_volumes
+from deeplesion.convert.nifti import export_nifti, resolve_compression
+from deeplesion.data.volumes import index_volumes
 
-REAL = Path(os.environ.get("DEEPLESION_REAL_DATA",
-                           Path(__file__).resolve().parents[2] / "shared/data/deeplesion-real"))
+REAL = Path(
+    os.environ.get(
+        "DEEPLESION_REAL_DATA", Path(__file__).resolve().parents[2] / "shared/data/deeplesion-real"
+    )
+)
 REAL_SERIES = REAL / "aholovenko__sa-21-deep-lesion" / "data" / "000062_01_01"
 SPACING = (0.7, 0.7, 5.0)  # that series has no DL_info row here; any spacing will do
 
@@ -89,14 +92,17 @@ def main() -> None:
         elif REAL_SERIES.is_dir():
             root, spacing = build_root(tmp, args.copies), SPACING
         else:
-            from deeplesion.sample import write_sample
+            from deeplesion.data.sample import write_sample
+
             root, spacing = write_sample(tmp / "sample"), None
         index = index_volumes(root, default_spacing_mm=spacing)
         index.volumes = [v for v in index.volumes if v.spacing_mm is not None]
         runs = index.volumes
         n_slices = sum(v.n_slices for v in runs)
-        print(f"data: {root} ({len(runs)} runs, {n_slices} slices); "
-              f"cores available: {len(os.sched_getaffinity(0))}")
+        print(
+            f"data: {root} ({len(runs)} runs, {n_slices} slices); "
+            f"cores available: {len(os.sched_getaffinity(0))}"
+        )
 
         def fresh(name: str) -> Path:
             path = tmp / name
@@ -105,14 +111,25 @@ def main() -> None:
 
         def ours(backend: str, workers: int):
             def run() -> None:
-                export_nifti(root, fresh("ours"), index=index, layout=args.layout,
-                             workers=workers, compression=backend)
+                export_nifti(
+                    root,
+                    fresh("ours"),
+                    index=index,
+                    layout=args.layout,
+                    workers=workers,
+                    compression=backend,
+                )
+
             return run
 
         plain_loop(root, fresh("warm"), runs)  # warm the page cache
-        rows = [("plain loop (official way, nibabel gzip 1)",
-                 best_of(args.repeat, lambda: plain_loop(root, fresh("plain"), runs)),
-                 tmp / "plain")]
+        rows = [
+            (
+                "plain loop (official way, nibabel gzip 1)",
+                best_of(args.repeat, lambda: plain_loop(root, fresh("plain"), runs)),
+                tmp / "plain",
+            )
+        ]
         backends = ["zlib"]
         if resolve_compression("auto").backend == "isal":
             backends.append("isal")
@@ -120,17 +137,23 @@ def main() -> None:
             codec = resolve_compression(backend)
             for workers in args.workers:
                 seconds = best_of(args.repeat, ours(backend, workers))
-                rows.append((f"deeplesion nifti ({codec.backend} {codec.level}, "
-                             f"{workers} worker{'s' if workers > 1 else ''})",
-                             seconds, tmp / "ours"))
+                rows.append(
+                    (
+                        f"deeplesion nifti ({codec.backend} {codec.level}, "
+                        f"{workers} worker{'s' if workers > 1 else ''})",
+                        seconds,
+                        tmp / "ours",
+                    )
+                )
         base = rows[0][1]
         print(f"{'method':<48} {'seconds':>8} {'slices/s':>9} {'ratio':>6}")
         for name, seconds, _ in rows:
-            print(f"{name:<48} {seconds:8.3f} {n_slices / seconds:9.1f} "
-                  f"{base / seconds:5.2f}x")
+            print(f"{name:<48} {seconds:8.3f} {n_slices / seconds:9.1f} {base / seconds:5.2f}x")
         plain_mb = sum(p.stat().st_size for p in (tmp / "plain").glob("*.nii.gz")) / 1e6
-        print(f"plain loop output: {plain_mb:.1f} MB (last project run: "
-              f"{sum(p.stat().st_size for p in (tmp / 'ours').glob('*.nii.gz')) / 1e6:.1f} MB)")
+        print(
+            f"plain loop output: {plain_mb:.1f} MB (last project run: "
+            f"{sum(p.stat().st_size for p in (tmp / 'ours').glob('*.nii.gz')) / 1e6:.1f} MB)"
+        )
 
 
 if __name__ == "__main__":

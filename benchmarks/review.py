@@ -17,13 +17,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from deeplesion.annotations import load_lesions
-from deeplesion.paths import key_slice_path
-from deeplesion.render import render_key_slices
+from deeplesion.data.annotations import load_lesions
+from deeplesion.data.paths import key_slice_path
+from deeplesion.review.render import render_key_slices
 
-REAL = Path(os.environ.get("DEEPLESION_REAL_DATA",
-                           Path(__file__).resolve().parents[2] / "shared" / "data"
-                           / "deeplesion-real"))
+REAL = Path(
+    os.environ.get(
+        "DEEPLESION_REAL_DATA",
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "deeplesion-real",
+    )
+)
 LIVER = REAL / "ragram88__DeepLesionClassifiers" / "Data" / "Raghav"
 
 
@@ -32,7 +35,10 @@ def baseline(root: Path, lesions, out_dir: Path) -> None:
     for lesion in lesions:
         groups.setdefault(lesion.file_name, []).append(lesion)
     for name, group in groups.items():
-        raw = np.asarray(Image.open(key_slice_path(root, group[0].file_name))).astype(np.int32) - 32768
+        raw = (
+            np.asarray(Image.open(key_slice_path(root, group[0].file_name))).astype(np.int32)
+            - 32768
+        )
         low, high = group[0].dicom_window_hu
         grey = np.clip((raw - low) / (high - low) * 255, 0, 255).astype(np.uint8)
         img = Image.fromarray(grey).convert("RGB")
@@ -58,7 +64,8 @@ def main() -> None:
         elif LIVER.is_dir():
             root, csv_path = LIVER, LIVER / "NNProject_liver_image_dataset_info.csv"
         else:
-            from deeplesion.sample import write_sample
+            from deeplesion.data.sample import write_sample
+
             root = write_sample(tmp / "sample", seed=0)
             csv_path = root / "DL_info.csv"
         lesions = load_lesions(csv_path).lesions
@@ -75,8 +82,9 @@ def main() -> None:
     best = {k: min(v) for k, v in times.items()}
     print(f"{n} key slices from {csv_path}")
     for name, seconds in best.items():
-        print(f"  {name:18s} {seconds:7.3f} s  ({n / seconds:6.1f} slices/s, best of "
-              f"{args.repeat})")
+        print(
+            f"  {name:18s} {seconds:7.3f} s  ({n / seconds:6.1f} slices/s, best of {args.repeat})"
+        )
     print(f"  ratio (ours / baseline): {best['deeplesion render'] / best['Pillow baseline']:.2f}")
 
 

@@ -20,8 +20,7 @@ def real_data() -> Path:
     """The folder of real DeepLesion files; missing is a failure under CI, else a skip."""
     root = _real_root()
     if not root.is_dir():
-        message = (f"real DeepLesion data not found at {root} "
-                   "(set DEEPLESION_REAL_DATA)")
+        message = f"real DeepLesion data not found at {root} (set DEEPLESION_REAL_DATA)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -53,6 +52,6 @@ def real_series_dir(real_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic sample (seed 0), generated once per test session. Treat as read-only."""
-    from deeplesion.sample import write_sample
+    from deeplesion.data.sample import write_sample
 
     return write_sample(tmp_path_factory.mktemp("sample") / "root", seed=0)

@@ -33,7 +33,7 @@ def _clean_failure(result, code: int) -> None:
 
 
 def test_ontology_without_openpyxl_is_a_typed_error(lesanet, no_openpyxl):
-    from deeplesion.tags import ONTOLOGY_FILE, MissingExtraError, load_ontology
+    from deeplesion.data.tags import ONTOLOGY_FILE, MissingExtraError, load_ontology
 
     with pytest.raises(MissingExtraError) as info:
         load_ontology(lesanet / ONTOLOGY_FILE)
@@ -42,8 +42,14 @@ def test_ontology_without_openpyxl_is_a_typed_error(lesanet, no_openpyxl):
 
 
 def test_lesions_without_openpyxl(sample_root, lesanet, no_openpyxl):
-    args = ["lesions", str(sample_root / "DL_info.csv"), "--tag", "liver",
-            "--lesanet", str(lesanet)]
+    args = [
+        "lesions",
+        str(sample_root / "DL_info.csv"),
+        "--tag",
+        "liver",
+        "--lesanet",
+        str(lesanet),
+    ]
     # the fingerprint is checked first: a non-official file is refused as such
     result = CliRunner().invoke(main, args)
     _clean_failure(result, 1)
@@ -54,16 +60,29 @@ def test_lesions_without_openpyxl(sample_root, lesanet, no_openpyxl):
 
 
 def test_similar_tags_needs_no_ontology(sample_root, lesanet, no_openpyxl):
-    result = CliRunner().invoke(main, [
-        "similar", str(sample_root / "DL_info.csv"), "000001_01_01_032.png", "--k", "2",
-        "--tags", "--lesanet", str(lesanet), "--override-fingerprint"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "similar",
+            str(sample_root / "DL_info.csv"),
+            "000001_01_01_032.png",
+            "--k",
+            "2",
+            "--tags",
+            "--lesanet",
+            str(lesanet),
+            "--override-fingerprint",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "tags" in result.output.split("features:")[1]
 
 
 def test_similar_unknown_weight_block(sample_root):
-    result = CliRunner().invoke(main, ["similar", str(sample_root / "DL_info.csv"),
-                                       "000001_01_01_032.png", "--weight", "foo=2"])
+    result = CliRunner().invoke(
+        main,
+        ["similar", str(sample_root / "DL_info.csv"), "000001_01_01_032.png", "--weight", "foo=2"],
+    )
     _clean_failure(result, 2)
     assert "foo" in result.output
     for block in ("location", "size", "type", "tags", "image"):
@@ -80,9 +99,9 @@ def _first_file_name(csv_path: Path) -> str:
 
 
 def test_similar_strip_from_flat_liver_folder(real_liver_dir, tmp_path):
-    from deeplesion.analysis import similar_strip
-    from deeplesion.annotations import load_lesions
-    from deeplesion.retrieval import LesionIndex
+    from deeplesion.analysis.figures import similar_strip
+    from deeplesion.analysis.retrieval import LesionIndex
+    from deeplesion.data.annotations import load_lesions
 
     lesions = load_lesions(_liver_csv(real_liver_dir)).lesions
     found = LesionIndex.build(lesions).similar(lesions[0], 4)
@@ -90,9 +109,20 @@ def test_similar_strip_from_flat_liver_folder(real_liver_dir, tmp_path):
     assert (strip.tiles, strip.missing) == (5, 0)
 
     out = tmp_path / "cli.png"
-    result = CliRunner().invoke(main, ["similar", str(_liver_csv(real_liver_dir)),
-                                       lesions[0].file_name, "--k", "3",
-                                       "--root", str(real_liver_dir), "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "similar",
+            str(_liver_csv(real_liver_dir)),
+            lesions[0].file_name,
+            "--k",
+            "3",
+            "--root",
+            str(real_liver_dir),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 0 and "no image" not in result.output
 
@@ -101,17 +131,37 @@ def test_missing_tiles_are_warned(real_liver_dir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     name = _first_file_name(_liver_csv(real_liver_dir))
-    result = CliRunner().invoke(main, ["similar", str(_liver_csv(real_liver_dir)), name,
-                                       "--k", "3", "--root", str(empty),
-                                       "--out", str(tmp_path / "s.png")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "similar",
+            str(_liver_csv(real_liver_dir)),
+            name,
+            "--k",
+            "3",
+            "--root",
+            str(empty),
+            "--out",
+            str(tmp_path / "s.png"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "4 of 4 crop tiles have no image" in result.output  # query + 3 neighbours
 
 
 def test_growth_strips_from_flat_folder_and_one_summary(real_liver_dir, tmp_path):
     out = tmp_path / "g"
-    result = CliRunner().invoke(main, ["growth", str(_liver_csv(real_liver_dir)),
-                                       "--root", str(real_liver_dir), "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "growth",
+            str(_liver_csv(real_liver_dir)),
+            "--root",
+            str(real_liver_dir),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     files = [p for p in out.rglob("*") if p.is_file()]
     assert any(p.parent.name == "strips" for p in files)
@@ -133,10 +183,10 @@ def test_measure_names_rows_and_reports_skipped_pairs(sample_root):
     assert "row_index" in result.output and "(0-based)" in result.output
     assert "CSV line" in result.output
     a, b = first[:2]
-    assert f"row_index {a} (CSV line {a + 2}) - row_index {b} (CSV line {b + 2})" \
-        in result.output
+    assert f"row_index {a} (CSV line {a + 2}) - row_index {b} (CSV line {b + 2})" in result.output
     chosen = [r for r in records if r["File_name"] in names]  # every lesion of those slices
-    skipped = sum(x["Patient_index"] != y["Patient_index"]
-                  for x, y in itertools.combinations(chosen, 2))
+    skipped = sum(
+        x["Patient_index"] != y["Patient_index"] for x, y in itertools.combinations(chosen, 2)
+    )
     assert skipped > 0
     assert f"{skipped} pair(s) of lesions of different patients left out" in result.output

@@ -8,17 +8,27 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from deeplesion.annotations import load_lesions
-from deeplesion.growth import (MatchRule, assign, assign_with_threshold, classify, link_all,
-                               link_patient, pair_agreement, recist_responses, track_labels)
-from deeplesion.sample import read_truth, sample_lesions
+from deeplesion.analysis.growth import (
+    MatchRule,
+    assign,
+    assign_with_threshold,
+    classify,
+    link_all,
+    link_patient,
+    pair_agreement,
+    recist_responses,
+    track_labels,
+)
+from deeplesion.data.annotations import load_lesions
+from deeplesion.data.sample import read_truth, sample_lesions
 
 
 def _brute_force(cost: np.ndarray) -> float:
     n, m = cost.shape
     if n <= m:
-        return min(sum(cost[i, p[i]] for i in range(n))
-                   for p in itertools.permutations(range(m), n))
+        return min(
+            sum(cost[i, p[i]] for i in range(n)) for p in itertools.permutations(range(m), n)
+        )
     return _brute_force(cost.T)
 
 
@@ -63,9 +73,11 @@ def test_tracks_match_sample_ground_truth(sample_root):
     first_study = {}
     for l in table:
         first_study[l.patient_index] = min(first_study.get(l.patient_index, 99), l.study_index)
-    truth_new = {g for g in _partition(truth)
-                 if min(by_row[r].study_index for r in g)
-                 > first_study[by_row[next(iter(g))].patient_index]}
+    truth_new = {
+        g
+        for g in _partition(truth)
+        if min(by_row[r].study_index for r in g) > first_study[by_row[next(iter(g))].patient_index]
+    }
     predicted_new = {frozenset(t.row_indexes) for ts in tracks.values() for t in ts if t.is_new}
     assert predicted_new == truth_new and truth_new  # the sample has one
     for ts in tracks.values():
@@ -103,20 +115,36 @@ def test_recist_rules_on_hand_made_sums():
 
 def _series(template, patient, study, long_px, x_norm, slice_no=10):
     half = long_px / 2
-    return replace(template, patient_index=patient, study_index=study,
-                   file_name=f"{patient:06d}_{study:02d}_01_{slice_no:03d}.png",
-                   key_slice_index=slice_no, location_norm=(x_norm, 0.5, 0.5),
-                   spacing_mm=(1.0, 1.0, 5.0), diameters_px=(long_px, long_px / 2),
-                   recist_px1=(100 - half, 100.0, 100 + half, 100.0,
-                               100.0, 100 - half / 2, 100.0, 100 + half / 2))
+    return replace(
+        template,
+        patient_index=patient,
+        study_index=study,
+        file_name=f"{patient:06d}_{study:02d}_01_{slice_no:03d}.png",
+        key_slice_index=slice_no,
+        location_norm=(x_norm, 0.5, 0.5),
+        spacing_mm=(1.0, 1.0, 5.0),
+        diameters_px=(long_px, long_px / 2),
+        recist_px1=(
+            100 - half,
+            100.0,
+            100 + half,
+            100.0,
+            100.0,
+            100 - half / 2,
+            100.0,
+            100 + half / 2,
+        ),
+    )
 
 
 def test_recist_responses_over_studies_with_missing_target():
     template = sample_lesions()[0][0]
     rows = [
-        _series(template, 9, 1, 40.0, 0.30), _series(template, 9, 1, 20.0, 0.70, 11),
+        _series(template, 9, 1, 40.0, 0.30),
+        _series(template, 9, 1, 20.0, 0.70, 11),
         _series(template, 9, 2, 26.0, 0.30),  # second target not annotated: carried (20)
-        _series(template, 9, 3, 30.0, 0.30), _series(template, 9, 3, 22.0, 0.70, 11),
+        _series(template, 9, 3, 30.0, 0.30),
+        _series(template, 9, 3, 22.0, 0.70, 11),
     ]
     rows = [replace(r, row_index=i) for i, r in enumerate(rows)]
     tracks = link_patient(rows)
@@ -124,15 +152,20 @@ def test_recist_responses_over_studies_with_missing_target():
     carry = recist_responses(tracks)
     # Baseline 60; study 2: 26 + 20 = 46 (-23 %) SD; study 3: 52 = +13 % over nadir 46: SD
     assert [(r.study_index, r.sld_mm, r.category) for r in carry] == [
-        (2, pytest.approx(46.0), "SD"), (3, pytest.approx(52.0), "SD")]
+        (2, pytest.approx(46.0), "SD"),
+        (3, pytest.approx(52.0), "SD"),
+    ]
     assert carry[0].missing_targets == 1 and carry[1].nadir_mm == pytest.approx(46.0)
     assert [r.category for r in recist_responses(tracks, missing="ne")] == ["NE", "SD"]
 
 
 def test_new_lesion_is_pd_unless_ignored():
     template = sample_lesions()[0][0]
-    rows = [_series(template, 9, 1, 40.0, 0.30),
-            _series(template, 9, 2, 38.0, 0.30), _series(template, 9, 2, 15.0, 0.90, 30)]
+    rows = [
+        _series(template, 9, 1, 40.0, 0.30),
+        _series(template, 9, 2, 38.0, 0.30),
+        _series(template, 9, 2, 15.0, 0.90, 30),
+    ]
     rows = [replace(r, row_index=i) for i, r in enumerate(rows)]
     tracks = link_patient(rows)
     assert sorted(t.row_indexes for t in tracks) == [[0, 1], [2]]
@@ -146,7 +179,7 @@ def test_new_lesion_is_pd_unless_ignored():
 def test_plot_widens_with_studies_and_tracks_look_distinct(tmp_path):
     from PIL import Image
 
-    from deeplesion.analysis import STUDY_WIDTH_IN, plot_patient, track_style
+    from deeplesion.analysis.figures import STUDY_WIDTH_IN, plot_patient, track_style
 
     styles = [track_style(i) for i in range(80)]
     assert len(set(styles)) == 80  # colour + marker pairs never repeat within 80 tracks

@@ -7,11 +7,16 @@ from dataclasses import replace
 
 import pytest
 
-from deeplesion.annotations import load_lesions
+from deeplesion.data.annotations import load_lesions
+from deeplesion.data.measurement import (
+    BODY_LENGTH_MM,
+    MeasurementError,
+    fitted_ellipse,
+    lesion_distance,
+    measure,
+)
+from deeplesion.data.sample import sample_lesions
 from deeplesion.errors import DeepLesionError
-from deeplesion.measurement import (BODY_LENGTH_MM, MeasurementError, fitted_ellipse,
-                                    lesion_distance, measure)
-from deeplesion.sample import sample_lesions
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +41,12 @@ def test_real_val_diameters_mm_match_pixel_diameters_times_spacing(real_val_csv)
 
 def test_x_and_y_spacing_are_applied_separately(template):
     # Long axis vertical (10 px along y), short axis horizontal (4 px along x).
-    lesion = replace(template, spacing_mm=(0.5, 2.0, 5.0), diameters_px=(10.0, 4.0),
-                     recist_px1=(100.0, 95.0, 100.0, 105.0, 98.0, 100.0, 102.0, 100.0))
+    lesion = replace(
+        template,
+        spacing_mm=(0.5, 2.0, 5.0),
+        diameters_px=(10.0, 4.0),
+        recist_px1=(100.0, 95.0, 100.0, 105.0, 98.0, 100.0, 102.0, 100.0),
+    )
     m = measure(lesion)
     assert m.long_mm == pytest.approx(10 * 2.0)
     assert m.short_mm == pytest.approx(4 * 0.5)
@@ -46,8 +55,11 @@ def test_x_and_y_spacing_are_applied_separately(template):
 
 
 def test_fitted_ellipse(template):
-    lesion = replace(template, spacing_mm=(0.8, 0.8, 1.0),
-                     recist_px1=(10.0, 20.0, 30.0, 20.0, 20.0, 15.0, 20.0, 25.0))
+    lesion = replace(
+        template,
+        spacing_mm=(0.8, 0.8, 1.0),
+        recist_px1=(10.0, 20.0, 30.0, 20.0, 20.0, 15.0, 20.0, 25.0),
+    )
     e = fitted_ellipse(lesion)
     assert e.center_px1 == pytest.approx((20.0, 20.0))
     assert (e.semi_long_px, e.semi_short_px) == pytest.approx((10.0, 5.0))
@@ -56,10 +68,19 @@ def test_fitted_ellipse(template):
 
 
 def test_distance_in_one_series_uses_slices_and_spacing(template):
-    a = replace(template, key_slice_index=10, spacing_mm=(0.7, 0.7, 5.0),
-                recist_px1=(90.0, 100.0, 110.0, 100.0, 100.0, 95.0, 100.0, 105.0))
-    b = replace(template, row_index=99, key_slice_index=13, spacing_mm=(0.7, 0.7, 5.0),
-                recist_px1=(120.0, 140.0, 140.0, 140.0, 130.0, 135.0, 130.0, 145.0))
+    a = replace(
+        template,
+        key_slice_index=10,
+        spacing_mm=(0.7, 0.7, 5.0),
+        recist_px1=(90.0, 100.0, 110.0, 100.0, 100.0, 95.0, 100.0, 105.0),
+    )
+    b = replace(
+        template,
+        row_index=99,
+        key_slice_index=13,
+        spacing_mm=(0.7, 0.7, 5.0),
+        recist_px1=(120.0, 140.0, 140.0, 140.0, 130.0, 135.0, 130.0, 145.0),
+    )
     d = lesion_distance(a, b)
     assert d.method == "series"
     expected = math.sqrt((30 * 0.7) ** 2 + (40 * 0.7) ** 2 + (3 * 5.0) ** 2)
@@ -67,10 +88,20 @@ def test_distance_in_one_series_uses_slices_and_spacing(template):
 
 
 def test_distance_across_studies_uses_normalised_location(template):
-    a = replace(template, study_index=1, location_norm=(0.5, 0.5, 0.5),
-                image_size=(512, 512), spacing_mm=(0.8, 0.8, 5.0))
-    b = replace(template, study_index=2, location_norm=(0.6, 0.5, 0.52),
-                image_size=(512, 512), spacing_mm=(0.8, 0.8, 5.0))
+    a = replace(
+        template,
+        study_index=1,
+        location_norm=(0.5, 0.5, 0.5),
+        image_size=(512, 512),
+        spacing_mm=(0.8, 0.8, 5.0),
+    )
+    b = replace(
+        template,
+        study_index=2,
+        location_norm=(0.6, 0.5, 0.52),
+        image_size=(512, 512),
+        spacing_mm=(0.8, 0.8, 5.0),
+    )
     d = lesion_distance(a, b)
     assert d.method == "normalised"
     assert d.mm == pytest.approx(math.hypot(0.1 * 512 * 0.8, 0.02 * BODY_LENGTH_MM))

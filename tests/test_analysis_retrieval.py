@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deeplesion.analysis import demo
-from deeplesion.annotations import load_lesions
+from deeplesion.analysis.retrieval import (
+    IMAGE_FEATURES,
+    LesionIndex,
+    RetrievalError,
+    type_precision_at_k,
+)
 from deeplesion.cli import main
-from deeplesion.retrieval import (IMAGE_FEATURES, LesionIndex, RetrievalError,
-                                  type_precision_at_k)
+from deeplesion.data.annotations import load_lesions
+from deeplesion.demo import analysis_step as demo
 
 
 def test_type_precision_beats_random_on_real_val(real_val_csv):
@@ -65,8 +69,20 @@ def test_cli_growth_similar_measure(sample_root, tmp_path):
     assert (out / "tracks.csv").is_file() and (out / "patient_1.png").is_file()
     assert "PD" in (out / "responses.csv").read_text()  # the new kidney lesion
     png = tmp_path / "similar.png"
-    result = runner.invoke(main, ["similar", csv_path, "000001_01_01_032.png", "--k", "3",
-                                  "--root", str(sample_root), "--out", str(png)])
+    result = runner.invoke(
+        main,
+        [
+            "similar",
+            csv_path,
+            "000001_01_01_032.png",
+            "--k",
+            "3",
+            "--root",
+            str(sample_root),
+            "--out",
+            str(png),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert png.stat().st_size > 0
     result = runner.invoke(main, ["measure", csv_path])
@@ -75,8 +91,10 @@ def test_cli_growth_similar_measure(sample_root, tmp_path):
 
 def test_cli_lesions_refuses_non_official(sample_root, real_data):
     lesanet = real_data / "rsummers11__CADLab" / "LesaNet" / "program_data"
-    result = CliRunner().invoke(main, ["lesions", str(sample_root / "DL_info.csv"),
-                                       "--tag", "liver", "--lesanet", str(lesanet)])
+    result = CliRunner().invoke(
+        main,
+        ["lesions", str(sample_root / "DL_info.csv"), "--tag", "liver", "--lesanet", str(lesanet)],
+    )
     assert result.exit_code == 1
     assert "not the official DL_info.csv" in result.output
 

@@ -8,11 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from deeplesion.annotations import OFFICIAL_ROWS, load_lesions, write_dl_info
+from deeplesion.data.annotations import OFFICIAL_ROWS, load_lesions, write_dl_info
+from deeplesion.data.sample import sample_lesions
+from deeplesion.data.tags import (
+    LesionTags,
+    TaggedTable,
+    UnknownTagError,
+    join_tags,
+    load_lesanet,
+    tag_label,
+    tags_for_lesion,
+)
 from deeplesion.errors import DeepLesionError, FingerprintError
-from deeplesion.sample import sample_lesions
-from deeplesion.tags import (LesionTags, TaggedTable, UnknownTagError, join_tags,
-                             load_lesanet, tag_label, tags_for_lesion)
 
 pytest.importorskip("openpyxl")
 
@@ -58,9 +65,17 @@ def test_join_refuses_val_split(real_val_csv, lesanet):
 def _full_format_table(path: Path, corrupt_row: int) -> None:
     """32,735 rows; row i belongs to patient i + 1, so each row says its own index."""
     template = sample_lesions()[0][0]
-    rows = [replace(template, row_index=i, patient_index=i + 1, study_index=1, series_id=1,
-                    file_name=f"{i + 1:06d}_01_01_{template.key_slice_index:03d}.png")
-            for i in range(OFFICIAL_ROWS)]
+    rows = [
+        replace(
+            template,
+            row_index=i,
+            patient_index=i + 1,
+            study_index=1,
+            series_id=1,
+            file_name=f"{i + 1:06d}_01_01_{template.key_slice_index:03d}.png",
+        )
+        for i in range(OFFICIAL_ROWS)
+    ]
     write_dl_info(rows, path)
     lines = path.read_text().splitlines(keepends=True)
     # Break one row (line = row + 2): it fails to parse, and nothing after it may shift.
@@ -98,17 +113,20 @@ def test_join_puts_each_tag_on_its_row(tmp_path, lesanet, raw_json):
     assert checked > 100
     for h in lesanet.hand_labeled[:20]:
         if h.row_index != corrupt:
-            assert tags_for_lesion(tagged, by_row[h.row_index], source="hand") == \
-                tuple(sorted(set(h.terms)))
+            assert tags_for_lesion(tagged, by_row[h.row_index], source="hand") == tuple(
+                sorted(set(h.terms))
+            )
     # Filter: 'liver' lesions are exactly the tagged rows whose relevant list holds
     # 'liver' or a term below it ('liver mass', ...), read straight from the JSON.
     query = lesanet.expand("liver")
     assert "liver mass" in query
     wanted = {terms.index(t) for t in query if t in terms}
-    expected_rows = {r for s in ("train", "val", "test")
-                     for r, labels in zip(raw_json[f"{s}_lesion_idxs"],
-                                          raw_json[f"{s}_relevant_labels"])
-                     if wanted & set(labels) and r != corrupt}
+    expected_rows = {
+        r
+        for s in ("train", "val", "test")
+        for r, labels in zip(raw_json[f"{s}_lesion_idxs"], raw_json[f"{s}_relevant_labels"])
+        if wanted & set(labels) and r != corrupt
+    }
     found = {l.row_index for l in tagged.filter([lesanet.expand("liver")])}
     assert found == expected_rows
 
@@ -125,9 +143,16 @@ def test_parent_query_finds_children(lesanet):
     a = replace(template, row_index=0)
     b = replace(template, row_index=1)
     table = type("T", (), {"lesions": [a, b]})()
-    tagged = TaggedTable(table, {0: LesionTags(0, "train", frozenset({"right lower lobe"})),
-                                 1: LesionTags(1, "train", frozenset({"liver"}))},
-                         {}, False, [])
+    tagged = TaggedTable(
+        table,
+        {
+            0: LesionTags(0, "train", frozenset({"right lower lobe"})),
+            1: LesionTags(1, "train", frozenset({"liver"})),
+        },
+        {},
+        False,
+        [],
+    )
     assert tagged.filter([lung]) == [a]
     assert tagged.filter([lung, lesanet.expand("liver")]) == []
     label = tag_label({"chest", "lung", "right lower lobe", "nodule"}, onto)
@@ -137,9 +162,15 @@ def test_parent_query_finds_children(lesanet):
 def test_load_lesions_of_corrupted_table_keeps_indexes(tmp_path):
     """The join relies on load_lesions never renumbering rows after a bad one."""
     template = sample_lesions()[0][0]
-    rows = [replace(template, row_index=i, patient_index=i + 1,
-                    file_name=f"{i + 1:06d}_01_01_{template.key_slice_index:03d}.png")
-            for i in range(5)]
+    rows = [
+        replace(
+            template,
+            row_index=i,
+            patient_index=i + 1,
+            file_name=f"{i + 1:06d}_01_01_{template.key_slice_index:03d}.png",
+        )
+        for i in range(5)
+    ]
     path = tmp_path / "DL_info.csv"
     write_dl_info(rows, path)
     lines = path.read_text().splitlines(keepends=True)

@@ -6,11 +6,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeplesion.annotations import (COLUMNS, LESION_TYPES, git_blob_id, is_official,
-                                    load_lesions, px1_to_index, index_to_px1, write_dl_info)
+from deeplesion.data.annotations import (
+    COLUMNS,
+    LESION_TYPES,
+    git_blob_id,
+    index_to_px1,
+    is_official,
+    load_lesions,
+    px1_to_index,
+    write_dl_info,
+)
+from deeplesion.data.stats import dataset_stats
+from deeplesion.data.validation import validate
 from deeplesion.errors import AnnotationError, CellError
-from deeplesion.stats import dataset_stats
-from deeplesion.validation import validate
 
 
 def _rows(path):
@@ -58,9 +66,9 @@ def test_every_cell_parsed_like_an_independent_reader(real_excerpt_csv):
         assert lesion.split == {"1": "train", "2": "val", "3": "test"}[row["Train_Val_Test"]]
         name = row["File_name"]
         cut = name.rfind("_")
-        assert lesion.png_relpath == f"Images_png/{name[:cut]}/{name[cut + 1:]}"
+        assert lesion.png_relpath == f"Images_png/{name[:cut]}/{name[cut + 1 :]}"
         assert lesion.series_folder == name[:cut]
-        first, last = nums("Slice_range")
+        first, _last = nums("Slice_range")
         assert lesion.key_slice_position == int(row["Key_slice_index"]) - first
         if lesion.split == "train":
             assert lesion.type_name == "unlabelled"
@@ -80,14 +88,14 @@ def test_literal_nan_age_is_tolerated(real_val_csv):
     table = load_lesions(real_val_csv, strict=True)
     row = next(l for l in table if l.file_name == "000014_01_01_104.png")
     assert row.age_years is None
-    assert math.isnan(table.frame().set_index("file_name").loc["000014_01_01_104.png",
-                                                               "age_years"])
+    assert math.isnan(table.frame().set_index("file_name").loc["000014_01_01_104.png", "age_years"])
 
 
 def test_official_fingerprint_matches_git(real_val_csv, tmp_path):
     try:
-        expected = subprocess.run(["git", "hash-object", str(real_val_csv)], check=True,
-                                  capture_output=True, text=True).stdout.strip()
+        expected = subprocess.run(
+            ["git", "hash-object", str(real_val_csv)], check=True, capture_output=True, text=True
+        ).stdout.strip()
     except FileNotFoundError:
         pytest.skip("git not installed")
     assert git_blob_id(real_val_csv) == expected
@@ -110,16 +118,24 @@ def test_write_round_trip(real_excerpt_csv, tmp_path):
 # ------------------------------------------------------------------ bad input
 
 GOOD = {
-    "File_name": "000089_01_01_037.png", "Patient_index": "89", "Study_index": "1",
-    "Series_ID": "1", "Key_slice_index": "37",
+    "File_name": "000089_01_01_037.png",
+    "Patient_index": "89",
+    "Study_index": "1",
+    "Series_ID": "1",
+    "Key_slice_index": "37",
     "Measurement_coordinates": "154.273, 176.808, 143.903, 209.029, 160.939, 200.511, "
-                               "137.977, 191.252",
+    "137.977, 191.252",
     "Bounding_boxes": "132.977, 171.808, 165.939, 214.029",
     "Lesion_diameters_Pixel_": "33.8477, 24.7578",
     "Normalized_lesion_location": "0.282373, 0.333694, 0.546692",
-    "Coarse_lesion_type": "-1", "Possibly_noisy": "0", "Slice_range": "31, 43",
-    "Spacing_mm_px_": "0.859375, 0.859375, 5", "Image_size": "512, 512",
-    "DICOM_windows": "-175, 275", "Patient_gender": "F", "Patient_age": "71",
+    "Coarse_lesion_type": "-1",
+    "Possibly_noisy": "0",
+    "Slice_range": "31, 43",
+    "Spacing_mm_px_": "0.859375, 0.859375, 5",
+    "Image_size": "512, 512",
+    "DICOM_windows": "-175, 275",
+    "Patient_gender": "F",
+    "Patient_age": "71",
     "Train_Val_Test": "1",
 }
 
@@ -139,20 +155,23 @@ def test_the_good_row_is_clean(tmp_path):
     assert validate(_write(tmp_path)).ok
 
 
-@pytest.mark.parametrize("column, value, fatal", [
-    ("Measurement_coordinates", "1, 2, 3", True),            # wrong value count
-    ("Spacing_mm_px_", "0.8, abc, 5", True),                  # malformed cell
-    ("Slice_range", "38, 43", True),                          # key slice 37 outside
-    ("Spacing_mm_px_", "0, 0.859375, 5", True),               # non-positive spacing
-    ("Spacing_mm_px_", "0.859375, 0.859375, -1", True),       # non-positive interval
-    ("Bounding_boxes", "140, 171.808, 165.939, 214.029", True),  # box misses end points
-    ("Bounding_boxes", "130, 171.808, 165.939, 214.029", False),  # encloses, not padded 5
-    ("Lesion_diameters_Pixel_", "40, 24.7578", True),        # disagrees with end points
-    ("Coarse_lesion_type", "9", True),                        # unknown type code
-    ("Train_Val_Test", "4", True),
-    ("Patient_gender", "X", True),
-    ("Key_slice_index", "38", True),                          # disagrees with File_name
-])
+@pytest.mark.parametrize(
+    "column, value, fatal",
+    [
+        ("Measurement_coordinates", "1, 2, 3", True),  # wrong value count
+        ("Spacing_mm_px_", "0.8, abc, 5", True),  # malformed cell
+        ("Slice_range", "38, 43", True),  # key slice 37 outside
+        ("Spacing_mm_px_", "0, 0.859375, 5", True),  # non-positive spacing
+        ("Spacing_mm_px_", "0.859375, 0.859375, -1", True),  # non-positive interval
+        ("Bounding_boxes", "140, 171.808, 165.939, 214.029", True),  # box misses end points
+        ("Bounding_boxes", "130, 171.808, 165.939, 214.029", False),  # encloses, not padded 5
+        ("Lesion_diameters_Pixel_", "40, 24.7578", True),  # disagrees with end points
+        ("Coarse_lesion_type", "9", True),  # unknown type code
+        ("Train_Val_Test", "4", True),
+        ("Patient_gender", "X", True),
+        ("Key_slice_index", "38", True),  # disagrees with File_name
+    ],
+)
 def test_each_problem_names_file_line_column_value(tmp_path, column, value, fatal):
     path = _write(tmp_path, {column: value})
     report = validate(path)
@@ -173,8 +192,9 @@ def test_each_problem_names_file_line_column_value(tmp_path, column, value, fata
 
 
 def test_every_problem_is_reported_not_only_the_first(tmp_path):
-    path = _write(tmp_path, {"Coarse_lesion_type": "12"}, {"Slice_range": "1, 2"},
-                  {"Image_size": "512"})
+    path = _write(
+        tmp_path, {"Coarse_lesion_type": "12"}, {"Slice_range": "1, 2"}, {"Image_size": "512"}
+    )
     report = validate(path)
     assert sorted(p.line for p in report.fatal) == [3, 4, 5]
 
@@ -196,8 +216,10 @@ def test_missing_column_is_an_error(tmp_path):
 def test_frame_columns(real_excerpt_csv):
     frame = load_lesions(real_excerpt_csv).frame()
     assert len(frame) == 158
-    assert np.allclose(frame.box_x2 - frame.box_x1,
-                       [l.box_px1[2] - l.box_px1[0] for l in load_lesions(real_excerpt_csv)])
+    assert np.allclose(
+        frame.box_x2 - frame.box_x1,
+        [l.box_px1[2] - l.box_px1[0] for l in load_lesions(real_excerpt_csv)],
+    )
     assert set(frame.split) == {"train", "val", "test"}
 
 
@@ -213,7 +235,8 @@ def test_non_utf8_file_names_the_line(tmp_path):
 
 
 def test_flat_key_slice_folder_counts_as_present(real_liver_dir):
-    report = validate(real_liver_dir / "NNProject_liver_image_dataset_info.csv",
-                      images_root=real_liver_dir)
+    report = validate(
+        real_liver_dir / "NNProject_liver_image_dataset_info.csv", images_root=real_liver_dir
+    )
     assert report.rows == 23
     assert [p for p in report.problems if p.column == "File_name"] == []

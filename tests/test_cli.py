@@ -10,8 +10,14 @@ def test_stats_json_on_real_val(real_val_csv):
     result = CliRunner().invoke(main, ["stats", str(real_val_csv), "--json"])
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output)
-    assert (stats["lesions"], stats["key_slices"], stats["series"], stats["studies"],
-            stats["patients"], stats["noisy"]) == (4889, 4793, 2193, 1599, 703, 2)
+    assert (
+        stats["lesions"],
+        stats["key_slices"],
+        stats["series"],
+        stats["studies"],
+        stats["patients"],
+        stats["noisy"],
+    ) == (4889, 4793, 2193, 1599, 703, 2)
     assert stats["by_split"] == {"train": 0, "val": 4889, "test": 0}
     assert set(stats["by_type"]) >= {"unlabelled", "liver", "lung", "bone"}
 
@@ -40,8 +46,9 @@ def test_validate_warnings_fail_only_with_strict(real_val_csv):
 
 
 def test_demo_root_without_annotations(tmp_path):
-    result = CliRunner().invoke(main, ["demo", "--root", str(tmp_path), "--out",
-                                       str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main, ["demo", "--root", str(tmp_path), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 1
     assert "no DL_info.csv in this folder" in result.output and "Errno" not in result.output
 

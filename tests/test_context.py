@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplesion.context import context_offsets_mm, load_context, plan_context
+from deeplesion.data.context import context_offsets_mm, load_context, plan_context
 
 
 def _all(n):
@@ -31,13 +31,16 @@ def test_linear_and_3dce_weights_differ_only_past_the_first_neighbour():
     linear = plan_context(50, 5.0, offsets, _all)
     upstream = plan_context(50, 5.0, offsets, _all, weights="3dce")
     assert linear[1:4] == upstream[1:4]
-    assert dict(linear[4]) == pytest.approx({50: 0.2, 51: 0.8})   # 4 mm = 0.8 slices
+    assert dict(linear[4]) == pytest.approx({50: 0.2, 51: 0.8})  # 4 mm = 0.8 slices
     assert dict(upstream[4]) == pytest.approx({50: 0.6, 51: 0.4})  # reuses 0.4
 
 
 def test_integer_offsets_and_unknown_interval():
-    assert plan_context(10, 1.0, [-2.0, 0.0, 2.0], _all) == [((8, 1.0),), ((10, 1.0),),
-                                                             ((12, 1.0),)]
+    assert plan_context(10, 1.0, [-2.0, 0.0, 2.0], _all) == [
+        ((8, 1.0),),
+        ((10, 1.0),),
+        ((12, 1.0),),
+    ]
     for bad in (math.nan, 0.0, -1.0):
         assert plan_context(10, bad, [-2.0, 0.0, 2.0], _all) == [((10, 1.0),)] * 3
 
@@ -59,8 +62,13 @@ def test_load_context_on_real_slices(real_series_dir, tmp_path):
             return np.array(img).astype(np.float64) - 32768
 
     # offsets -4,-2,0,2,4 mm at 2.5 mm = -1.6,-0.8,0,0.8,1.6 slices; 82 and 84 exist
-    expected = [0.6 * raw(78) + 0.4 * raw(79), 0.8 * raw(79) + 0.2 * raw(80), raw(80),
-                0.2 * raw(80) + 0.8 * raw(81), 0.4 * raw(81) + 0.6 * raw(82)]
+    expected = [
+        0.6 * raw(78) + 0.4 * raw(79),
+        0.8 * raw(79) + 0.2 * raw(80),
+        raw(80),
+        0.2 * raw(80) + 0.8 * raw(81),
+        0.4 * raw(81) + 0.6 * raw(82),
+    ]
     assert stack.shape == (5, 512, 512) and stack.dtype == np.float32
     for got, want in zip(stack, expected):
         assert np.allclose(got, want, atol=1e-3)

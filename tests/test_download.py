@@ -18,15 +18,27 @@ import pytest
 from click.testing import CliRunner
 
 from deeplesion.cli import main
-from deeplesion.download import (RELEASE_PAGE, DownloadError, ManifestEntry, ManifestError,
-                                 download_all, download_file, load_manifest, parse_only,
-                                 select_entries, verify)
+from deeplesion.fetch.download import (
+    RELEASE_PAGE,
+    DownloadError,
+    ManifestEntry,
+    ManifestError,
+    download_all,
+    download_file,
+    load_manifest,
+    parse_only,
+    select_entries,
+    verify,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # the release's URL list sits next to the real-data folder (read, never copied)
-OFFICIAL_TSV = Path(os.environ.get("DEEPLESION_REAL_DATA",
-                                   REPO.parent / "shared" / "data" / "deeplesion-real")
-                    ).parent / "official-downloads.tsv"
+OFFICIAL_TSV = (
+    Path(
+        os.environ.get("DEEPLESION_REAL_DATA", REPO.parent / "shared" / "data" / "deeplesion-real")
+    ).parent
+    / "official-downloads.tsv"
+)
 SEND_CHUNK = 16 * 1024
 
 
@@ -60,8 +72,9 @@ class Server:
                 server.handle(self)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def url(self, name: str) -> str:
@@ -113,12 +126,12 @@ class Server:
         h.end_headers()
         payload = body[start:]
         if f.cut_after is not None:
-            payload = payload[:f.cut_after]
+            payload = payload[: f.cut_after]
         if self._take(f.stall, name):
             time.sleep(f.stall_s)
         try:
             for i in range(0, len(payload), SEND_CHUNK):
-                h.wfile.write(payload[i:i + SEND_CHUNK])
+                h.wfile.write(payload[i : i + SEND_CHUNK])
                 h.wfile.flush()
                 if f.chunk_delay_s:
                     time.sleep(f.chunk_delay_s)
@@ -147,11 +160,11 @@ def server(files: dict[str, bytes]):
     srv.close()
 
 
-def _entries(server: Server, files: dict[str, bytes], *, md5: bool = True
-             ) -> list[ManifestEntry]:
-    return [ManifestEntry(name, server.url(name),
-                          hashlib.md5(data).hexdigest() if md5 else None)
-            for name, data in files.items()]
+def _entries(server: Server, files: dict[str, bytes], *, md5: bool = True) -> list[ManifestEntry]:
+    return [
+        ManifestEntry(name, server.url(name), hashlib.md5(data).hexdigest() if md5 else None)
+        for name, data in files.items()
+    ]
 
 
 def _write_manifest(path: Path, entries: list[ManifestEntry]) -> Path:
@@ -171,6 +184,7 @@ FAST = dict(timeout_s=5.0, backoff_s=0.01)
 
 # ------------------------------------------------------------------ manifest
 
+
 def test_official_manifest_matches_the_release_list() -> None:
     entries = load_manifest()
     zips = [e for e in entries if e.file.endswith(".zip")]
@@ -181,19 +195,24 @@ def test_official_manifest_matches_the_release_list() -> None:
     if OFFICIAL_TSV.is_file():
         with OFFICIAL_TSV.open(newline="") as fh:
             rows = list(csv.DictReader(fh, delimiter="\t"))
-        assert [(e.file, e.url, e.md5 or "") for e in entries] == \
-            [(r["file"], r["url"], r["md5"]) for r in rows]
+        assert [(e.file, e.url, e.md5 or "") for e in entries] == [
+            (r["file"], r["url"], r["md5"]) for r in rows
+        ]
 
 
-@pytest.mark.parametrize("body, column, value", [
-    ("name\turl\tmd5\n", None, None),
-    ("file\turl\tmd5\n../evil.zip\thttp://h/x\t\n", "file", "../evil.zip"),
-    ("file\turl\tmd5\na.zip\tftp://h/x\t\n", "url", "ftp://h/x"),
-    ("file\turl\tmd5\na.zip\thttp://h/x\tnot-an-md5\n", "md5", "not-an-md5"),
-    ("file\turl\tmd5\na.zip\thttp://h/x\t\na.zip\thttp://h/y\t\n", "file", "a.zip"),
-])
-def test_bad_manifest_names_line_column_value(tmp_path: Path, body: str, column: str | None,
-                                              value: str | None) -> None:
+@pytest.mark.parametrize(
+    "body, column, value",
+    [
+        ("name\turl\tmd5\n", None, None),
+        ("file\turl\tmd5\n../evil.zip\thttp://h/x\t\n", "file", "../evil.zip"),
+        ("file\turl\tmd5\na.zip\tftp://h/x\t\n", "url", "ftp://h/x"),
+        ("file\turl\tmd5\na.zip\thttp://h/x\tnot-an-md5\n", "md5", "not-an-md5"),
+        ("file\turl\tmd5\na.zip\thttp://h/x\t\na.zip\thttp://h/y\t\n", "file", "a.zip"),
+    ],
+)
+def test_bad_manifest_names_line_column_value(
+    tmp_path: Path, body: str, column: str | None, value: str | None
+) -> None:
     path = tmp_path / "m.tsv"
     path.write_text(body)
     with pytest.raises(ManifestError) as info:
@@ -209,14 +228,19 @@ def test_only_selects_zip_numbers_and_keeps_unnumbered_files() -> None:
     assert parse_only("1-3,9, 5") == {1, 2, 3, 5, 9}
     entries = load_manifest()
     picked = select_entries(entries, "2-3,56")
-    assert [e.file for e in picked] == ["Images_png_02.zip", "Images_png_03.zip",
-                                        "Images_png_56.zip", "MD5_checksums.txt"]
+    assert [e.file for e in picked] == [
+        "Images_png_02.zip",
+        "Images_png_03.zip",
+        "Images_png_56.zip",
+        "MD5_checksums.txt",
+    ]
     for bad in ("3-1", "x", "0", "57"):
         with pytest.raises(ManifestError):
             select_entries(entries, bad)
 
 
 # ------------------------------------------------------------------ downloading
+
 
 def test_download_through_a_server_that_cuts_every_connection(tmp_path, server, files):
     cut = 200_000
@@ -298,8 +322,9 @@ def test_slow_server_times_out_and_is_retried(tmp_path, server, files):
     name = next(iter(files))
     server.faults.stall = {name: 1}
     server.faults.stall_s = 1.5
-    result = download_file(_entries(server, files)[0], tmp_path, timeout_s=0.3,
-                           backoff_s=0.01, retries=2)
+    result = download_file(
+        _entries(server, files)[0], tmp_path, timeout_s=0.3, backoff_s=0.01, retries=2
+    )
     assert result.status == "downloaded" and len(server.ranges(name)) == 2
     _assert_complete(tmp_path, {name: files[name]})
 
@@ -336,13 +361,25 @@ def test_killed_download_resumes_with_a_range_request(tmp_path, server, files):
     part = dest / f"{name}.part"
     server.faults.chunk_delay_s = 0.05  # ~320 KB/s: the file takes about 2 s
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    proc = subprocess.Popen([sys.executable, "-m", "deeplesion", "download", str(dest),
-                             "--manifest", str(manifest), "--parallel", "1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deeplesion",
+            "download",
+            str(dest),
+            "--manifest",
+            str(manifest),
+            "--parallel",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (part.exists()
-                                                   and part.stat().st_size >= 64_000):
+        while time.monotonic() < deadline and not (part.exists() and part.stat().st_size >= 64_000):
             time.sleep(0.02)
         assert part.exists() and part.stat().st_size >= 64_000, "download never started"
     finally:
@@ -368,6 +405,7 @@ def test_unverifiable_file_without_md5_is_kept_as_present(tmp_path, server, file
 
 # ------------------------------------------------------------------ verify
 
+
 def test_verify_reports_complete_corrupt_partial_missing(tmp_path, server, files):
     names = list(files)
     entries = _entries(server, files)
@@ -378,8 +416,13 @@ def test_verify_reports_complete_corrupt_partial_missing(tmp_path, server, files
     nomd5 = ManifestEntry("DL_info.csv", server.url("y"), None)
     (tmp_path / "DL_info.csv").write_text("a,b\n")
     report = verify(tmp_path, entries + [extra, nomd5])
-    assert [c.status for c in report.checks] == ["complete", "corrupt", "partial", "missing",
-                                                 "unchecked"]
+    assert [c.status for c in report.checks] == [
+        "complete",
+        "corrupt",
+        "partial",
+        "missing",
+        "unchecked",
+    ]
     assert report.checks[1].md5 == hashlib.md5(files[names[1]][:-1] + b"?").hexdigest()
     assert not report.ok
 
@@ -421,26 +464,32 @@ def test_download_takes_missing_md5s_from_the_checksums_file(tmp_path, files):
 
 # ------------------------------------------------------------------ CLI
 
+
 def test_cli_download_verify_and_failure_exit(tmp_path, server, files):
     manifest = _write_manifest(tmp_path / "m.tsv", _entries(server, files))
     dest = tmp_path / "dest"
     runner = CliRunner()
-    ok = runner.invoke(main, ["download", str(dest), "--manifest", str(manifest),
-                              "--backoff", "0.01", "--only", "1,3"])
+    ok = runner.invoke(
+        main,
+        ["download", str(dest), "--manifest", str(manifest), "--backoff", "0.01", "--only", "1,3"],
+    )
     assert ok.exit_code == 0, ok.output
     words = " ".join(ok.output.split())  # rich wraps long lines
     assert "2 downloaded, 0 already present, 0 failed" in words and RELEASE_PAGE in words
-    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == \
-        ["Images_png_01.zip", "Images_png_03.zip"]
+    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == [
+        "Images_png_01.zip",
+        "Images_png_03.zip",
+    ]
     partial = runner.invoke(main, ["verify", str(dest), "--manifest", str(manifest)])
     assert partial.exit_code == 1 and "missing" in partial.output
     assert "Images_png_02.zip" in partial.output
-    full = runner.invoke(main, ["verify", str(dest), "--manifest", str(manifest),
-                                "--only", "1,3"])
+    full = runner.invoke(main, ["verify", str(dest), "--manifest", str(manifest), "--only", "1,3"])
     assert full.exit_code == 0, full.output
     server.faults.errors_500 = {"Images_png_02.zip": 100}
-    bad = runner.invoke(main, ["download", str(dest), "--manifest", str(manifest),
-                               "--backoff", "0.01", "--retries", "1"])
+    bad = runner.invoke(
+        main,
+        ["download", str(dest), "--manifest", str(manifest), "--backoff", "0.01", "--retries", "1"],
+    )
     assert bad.exit_code == 1
     assert "Images_png_02.zip" in bad.output and "500" in bad.output
     assert not (dest / "Images_png_02.zip").exists()
@@ -450,8 +499,9 @@ def test_dl_info_is_fetched_when_the_manifest_lists_it(tmp_path, server, files):
     server.files["DL_info.csv"] = b"File_name,Patient_index\n"
     entries = [ManifestEntry("DL_info.csv", server.url("DL_info.csv"), None)]
     manifest = _write_manifest(tmp_path / "m.tsv", entries)
-    result = CliRunner().invoke(main, ["download", str(tmp_path / "d"), "--manifest",
-                                       str(manifest)])
+    result = CliRunner().invoke(
+        main, ["download", str(tmp_path / "d"), "--manifest", str(manifest)]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "d" / "DL_info.csv").read_bytes() == server.files["DL_info.csv"]
     assert RELEASE_PAGE not in result.output
@@ -476,10 +526,20 @@ def test_sample_zips_download_verify_extract_end_to_end(tmp_path, sample_root):
         manifest = _write_manifest(tmp_path / "m.tsv", _entries(srv, zips))
         dest, root = tmp_path / "dest", tmp_path / "root"
         runner = CliRunner()
-        for args in (["download", str(dest), "--manifest", str(manifest), "--parallel", "3",
-                      "--backoff", "0.01"],
-                     ["verify", str(dest), "--manifest", str(manifest)],
-                     ["extract", str(dest), str(root)]):
+        for args in (
+            [
+                "download",
+                str(dest),
+                "--manifest",
+                str(manifest),
+                "--parallel",
+                "3",
+                "--backoff",
+                "0.01",
+            ],
+            ["verify", str(dest), "--manifest", str(manifest)],
+            ["extract", str(dest), str(root)],
+        ):
             result = runner.invoke(main, args)
             assert result.exit_code == 0, (args[0], result.output)
         assert any(r and r.startswith("bytes=") for n in zips for r in srv.ranges(n))

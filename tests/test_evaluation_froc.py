@@ -9,10 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeplesion.annotations import load_lesions
-from deeplesion.evaluation import (Detections, GroundTruth, PredictionError,
-                                   evaluate_detection, ground_truth, read_curve,
-                                   read_predictions)
+from deeplesion.data.annotations import load_lesions
+from deeplesion.evaluation import (
+    Detections,
+    GroundTruth,
+    PredictionError,
+    evaluate_detection,
+    ground_truth,
+    read_curve,
+    read_predictions,
+)
 from deeplesion.evaluation.froc import FP_RATES, _stratum_labels, detection_sweep
 from deeplesion.evaluation.sweep import FrocCurve, sweep
 
@@ -23,10 +29,7 @@ from deeplesion.evaluation.sweep import FrocCurve, sweep
 def bf_iou(a, b):
     iw = min(a[2], b[2]) - max(a[0], b[0]) + 1
     ih = min(a[3], b[3]) - max(a[1], b[1]) + 1
-    if iw <= 0 or ih <= 0:
-        inter = 0.0
-    else:
-        inter = iw * ih
+    inter = 0.0 if iw <= 0 or ih <= 0 else iw * ih
     area_a = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
     area_b = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
     return inter / (area_a + area_b - inter)
@@ -74,6 +77,7 @@ def bf_read(sens, fpi, rate):
 
 # --------------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture(scope="module")
 def val_table(real_val_csv):
     return load_lesions(real_val_csv)
@@ -87,13 +91,19 @@ def val_gt(val_table):
 def _gt_from_boxes(per_image: list[list[tuple]]) -> GroundTruth:
     image_index = [i for i, boxes in enumerate(per_image) for _ in boxes]
     boxes = [b for bs in per_image for b in bs]
-    return GroundTruth("test", tuple(f"{i:06d}_01_01_001.png" for i in range(len(per_image))),
-                       tuple(range(len(boxes))),  # lesions unused here
-                       np.array(image_index), np.array(boxes, dtype=float).reshape(-1, 4),
-                       len(per_image), len(boxes))
+    return GroundTruth(
+        "test",
+        tuple(f"{i:06d}_01_01_001.png" for i in range(len(per_image))),
+        tuple(range(len(boxes))),  # lesions unused here
+        np.array(image_index),
+        np.array(boxes, dtype=float).reshape(-1, 4),
+        len(per_image),
+        len(boxes),
+    )
 
 
 # --------------------------------------------------------------------------- worked example
+
 
 def test_worked_example_of_protocol_document():
     a, b1, b2 = (11, 11, 30, 30), (101, 101, 140, 150), (301, 301, 320, 330)
@@ -102,9 +112,12 @@ def test_worked_example_of_protocol_document():
     dets = Detections.from_arrays(
         [1, 0, 0, 0, 1, 1],
         [b1, a, (12, 11, 30, 31), far, far, far],
-        [0.95, 0.9, 0.8, 0.7, 0.6, 0.5])
+        [0.95, 0.9, 0.8, 0.7, 0.6, 0.5],
+    )
     result = evaluate_detection(gt, dets)
-    np.testing.assert_array_equal(result.curve.sensitivity, [1 / 3, 2 / 3, 2 / 3, 2 / 3, 2 / 3, 2 / 3])
+    np.testing.assert_array_equal(
+        result.curve.sensitivity, [1 / 3, 2 / 3, 2 / 3, 2 / 3, 2 / 3, 2 / 3]
+    )
     np.testing.assert_array_equal(result.curve.fp_per_image, [0, 0, 0, 0.5, 1, 1.5])
     assert all(v == 2 / 3 for v in result.sensitivity.values())
     assert list(result.sensitivity) == ["0.5", "1", "2", "4", "8", "16"]
@@ -117,8 +130,9 @@ def test_repeated_x_takes_last_point_and_left_of_curve_is_zero():
     lesions = [(1 + 50 * k, 1, 20 + 50 * k, 20) for k in range(4)]
     gt = _gt_from_boxes([lesions])
     far = (400, 400, 420, 420)
-    dets = Detections.from_arrays([0] * 5, [far, lesions[0], lesions[1], far, lesions[2]],
-                                  [0.9, 0.8, 0.7, 0.6, 0.5])
+    dets = Detections.from_arrays(
+        [0] * 5, [far, lesions[0], lesions[1], far, lesions[2]], [0.9, 0.8, 0.7, 0.6, 0.5]
+    )
     curve = detection_sweep(gt, dets).curve()
     np.testing.assert_array_equal(curve.fp_per_image, [1, 1, 1, 2, 2])
     np.testing.assert_array_equal(curve.sensitivity, [0, 0.25, 0.5, 0.5, 0.75])
@@ -130,9 +144,15 @@ def test_repeated_x_takes_last_point_and_left_of_curve_is_zero():
 
 
 def test_extrapolation_on_hand_made_curve():
-    curve = FrocCurve(sensitivity=np.array([0.1, 0.2, 0.3]), fp_per_image=np.array([0.5, 1, 2]),
-                      scores=np.empty(0), hits=np.empty(0), false_positives=np.empty(0),
-                      n_images=1, n_lesions=10)
+    curve = FrocCurve(
+        sensitivity=np.array([0.1, 0.2, 0.3]),
+        fp_per_image=np.array([0.5, 1, 2]),
+        scores=np.empty(0),
+        hits=np.empty(0),
+        false_positives=np.empty(0),
+        n_images=1,
+        n_lesions=10,
+    )
     np.testing.assert_allclose(read_curve(curve, [4, 8]), [0.3, 0.3])
     np.testing.assert_allclose(read_curve(curve, [4, 8], extrapolate=True), [0.5, 0.9])
     np.testing.assert_allclose(read_curve(curve, [0.25, 0.75]), [0.0, 0.15])
@@ -146,6 +166,7 @@ def test_no_detections_gives_zero_and_empty_image_detections_are_fps():
 
 # --------------------------------------------------------------------------- real val split
 
+
 def test_val_split_counts_match_official(val_table, val_gt):
     assert (val_gt.n_images_unfiltered, val_gt.n_lesions_unfiltered) == (4793, 4889)
     assert (val_gt.n_images, val_gt.n_lesions) == (4791, 4887)
@@ -153,11 +174,11 @@ def test_val_split_counts_match_official(val_table, val_gt):
 
 
 def test_perfect_predictions_give_one_everywhere(val_gt):
-    dets = Detections.from_arrays(val_gt.image_index, val_gt.boxes_px1,
-                                  np.ones(val_gt.n_lesions))
+    dets = Detections.from_arrays(val_gt.image_index, val_gt.boxes_px1, np.ones(val_gt.n_lesions))
     for extrapolate in (False, True):
-        result = evaluate_detection(val_gt, dets, extrapolate=extrapolate,
-                                    by=("type", "size", "slice-interval"))
+        result = evaluate_detection(
+            val_gt, dets, extrapolate=extrapolate, by=("type", "size", "slice-interval")
+        )
         assert all(v == 1.0 for v in result.sensitivity.values())
         assert result.average == 1.0
         for strata in result.strata.values():
@@ -172,9 +193,12 @@ def _augment_with_twins(gt: GroundTruth, rng) -> GroundTruth:
     twins = gt.boxes_px1[pick] + shift
     twins[:, 2] = np.maximum(twins[:, 2], twins[:, 0])
     twins[:, 3] = np.maximum(twins[:, 3], twins[:, 1])
-    return replace(gt, lesions=gt.lesions + tuple(gt.lesions[i] for i in pick),
-                   image_index=np.concatenate([gt.image_index, gt.image_index[pick]]),
-                   boxes_px1=np.vstack([gt.boxes_px1, twins]))
+    return replace(
+        gt,
+        lesions=gt.lesions + tuple(gt.lesions[i] for i in pick),
+        image_index=np.concatenate([gt.image_index, gt.image_index[pick]]),
+        boxes_px1=np.vstack([gt.boxes_px1, twins]),
+    )
 
 
 def _random_predictions(gt: GroundTruth, rng, ties: str) -> Detections:
@@ -221,8 +245,10 @@ def test_agrees_with_brute_force_on_real_val(val_gt, seed):
     for i, box in zip(gt.image_index, gt.boxes_px1):
         gt_boxes[i].append(tuple(float(v) for v in box))
     counted = [[True] * len(g) for g in gt_boxes]
-    det_list = [(int(i), tuple(float(v) for v in b), float(s))
-                for i, b, s in zip(dets.image_index, dets.boxes_px1, dets.scores)]
+    det_list = [
+        (int(i), tuple(float(v) for v in b), float(s))
+        for i, b, s in zip(dets.image_index, dets.boxes_px1, dets.scores)
+    ]
     sens, fpi, doubles = bf_froc(gt_boxes, counted, det_list, gt.n_images)
 
     result = evaluate_detection(gt, dets)
@@ -263,6 +289,7 @@ def test_strata_labels(val_gt):
 
 # --------------------------------------------------------------------------- reading files
 
+
 def _write(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -271,16 +298,18 @@ def _write(path: Path, lines: list[str]) -> Path:
 def test_malformed_rows_name_their_line(tmp_path, val_gt):
     good = val_gt.file_names[0]
     x1, y1, x2, y2 = val_gt.boxes_px1[0]
-    rows = ["file_name,x1,y1,x2,y2,score",
-            f"{good},{x1},{y1},{x2},{y2},0.9",          # 2 ok
-            f"{good},{x1},{y1},{x2},{y2}",              # 3 too few cells
-            f"{good},abc,{y1},{x2},{y2},0.5",           # 4 not a number
-            f"{good},{x2},{y1},{x1},{y2},0.5",          # 5 x2 < x1
-            f"{good},{x1},{y1},{x2},{y2},nan",          # 6 non-finite score
-            "999999_01_01_001.png,1,1,5,5,0.5",        # 7 unknown file name
-            "not-a-file,1,1,5,5,0.5",                  # 8 not a DeepLesion name
-            f"{good},{x1},{y1},{x2},{y2},inf",          # 9 non-finite score
-            ""]
+    rows = [
+        "file_name,x1,y1,x2,y2,score",
+        f"{good},{x1},{y1},{x2},{y2},0.9",  # 2 ok
+        f"{good},{x1},{y1},{x2},{y2}",  # 3 too few cells
+        f"{good},abc,{y1},{x2},{y2},0.5",  # 4 not a number
+        f"{good},{x2},{y1},{x1},{y2},0.5",  # 5 x2 < x1
+        f"{good},{x1},{y1},{x2},{y2},nan",  # 6 non-finite score
+        "999999_01_01_001.png,1,1,5,5,0.5",  # 7 unknown file name
+        "not-a-file,1,1,5,5,0.5",  # 8 not a DeepLesion name
+        f"{good},{x1},{y1},{x2},{y2},inf",  # 9 non-finite score
+        "",
+    ]
     path = _write(tmp_path / "p.csv", rows)
     dets = read_predictions(path, val_gt)
     assert len(dets) == 1
@@ -311,16 +340,24 @@ def test_rows_outside_split_are_ignored_and_counted(tmp_path, real_excerpt_csv):
 
 def test_coco_results_with_export_image_ids(tmp_path, real_excerpt_csv):
     gt = ground_truth(load_lesions(real_excerpt_csv), "test")
-    export = {"images": [{"id": 100 + i, "file_name": name}
-                         for i, name in enumerate(gt.file_names)]}
+    export = {
+        "images": [{"id": 100 + i, "file_name": name} for i, name in enumerate(gt.file_names)]
+    }
     results = []
     for i, (x1, y1, x2, y2) in zip(gt.image_index, gt.boxes_px1):
         # inclusive 0-based COCO box: x = x1 - 1, w = x2 - x1 + 1
-        results.append({"image_id": 100 + int(i), "category_id": 1, "score": 0.9,
-                        "bbox": [x1 - 1, y1 - 1, x2 - x1 + 1, y2 - y1 + 1]})
+        results.append(
+            {
+                "image_id": 100 + int(i),
+                "category_id": 1,
+                "score": 0.9,
+                "bbox": [x1 - 1, y1 - 1, x2 - x1 + 1, y2 - y1 + 1],
+            }
+        )
     (tmp_path / "coco.json").write_text(json.dumps(export))
-    (tmp_path / "res.json").write_text(json.dumps(results + [{"image_id": 5, "bbox": [0, 0, 1, 1],
-                                                              "score": 0.1}]))
+    (tmp_path / "res.json").write_text(
+        json.dumps(results + [{"image_id": 5, "bbox": [0, 0, 1, 1], "score": 0.1}])
+    )
     dets = read_predictions(tmp_path / "res.json", gt, coco_images=tmp_path / "coco.json")
     np.testing.assert_allclose(dets.boxes_px1, gt.boxes_px1)
     assert len(dets.problems) == 1 and "image id" in str(dets.problems[0])
@@ -340,8 +377,9 @@ def test_sweep_matches_brute_force_with_iobb_in_3d():
     det_boxes = base + rng.normal(0, 4, (80, 6))
     det_boxes[:, 3:] = np.maximum(det_boxes[:, 3:], det_boxes[:, :3])
     scores = np.round(rng.random(80), 1)
-    curve = sweep(det_image, det_boxes, scores, gt_image, gt_boxes, n_images,
-                  metric="iobb", threshold=0.3).curve()
+    curve = sweep(
+        det_image, det_boxes, scores, gt_image, gt_boxes, n_images, metric="iobb", threshold=0.3
+    ).curve()
 
     def iobb(d, g):
         inter = 1.0

@@ -9,12 +9,22 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deeplesion.annotations import load_lesions
 from deeplesion.cli import main
-from deeplesion.evaluation import (PredictionError, auc, choose_thresholds, demo,
-                                   evaluate_detection_3d, read_boxes_3d, tagging_metrics)
-from deeplesion.evaluation.measurement import (mask_contour_px1, measurement_errors,
-                                               point_to_contour_mm)
+from deeplesion.data.annotations import load_lesions
+from deeplesion.demo import evaluation_step as demo
+from deeplesion.evaluation import (
+    PredictionError,
+    auc,
+    choose_thresholds,
+    evaluate_detection_3d,
+    read_boxes_3d,
+    tagging_metrics,
+)
+from deeplesion.evaluation.measurement import (
+    mask_contour_px1,
+    measurement_errors,
+    point_to_contour_mm,
+)
 from deeplesion.evaluation.tagging import hand_labelled, lesanet_labels
 
 LESANET = Path("rsummers11__CADLab") / "LesaNet" / "program_data"
@@ -27,22 +37,30 @@ def _write(path: Path, lines: list[str]) -> Path:
 
 # --------------------------------------------------------------------------- 3-D
 
+
 def test_3d_iobb_protocol_by_hand(tmp_path):
-    gt = _write(tmp_path / "gt.csv", [
-        "volume,x1,y1,z1,x2,y2,z2",
-        "A,11,11,11,30,30,20",     # 20x20x10 voxels
-        "B,101,101,1,140,140,4",
-    ])
-    preds = _write(tmp_path / "pred.csv", [
-        "volume,x1,y1,z1,x2,y2,z2,score",
-        "A,16,16,13,25,25,17,0.9",   # inside A: IoBB 1 (IoU only 0.125) -> hit
-        "B,61,61,1,180,180,4,0.8",   # contains B, IoBB 1600/14400 < 0.3 -> FP
-        "C,1,1,1,10,10,3,0.7",       # volume without lesions -> FP
-        "B,101,101,1,140,140,2,0.6", # IoBB 1 -> hit
-        "Z,1,1,1,2,2,2,0.5",         # not in the volume list: ignored
-    ])
-    result = evaluate_detection_3d(read_boxes_3d(gt, scored=False),
-                                   read_boxes_3d(preds, scored=True), ["A", "B", "C"])
+    gt = _write(
+        tmp_path / "gt.csv",
+        [
+            "volume,x1,y1,z1,x2,y2,z2",
+            "A,11,11,11,30,30,20",  # 20x20x10 voxels
+            "B,101,101,1,140,140,4",
+        ],
+    )
+    preds = _write(
+        tmp_path / "pred.csv",
+        [
+            "volume,x1,y1,z1,x2,y2,z2,score",
+            "A,16,16,13,25,25,17,0.9",  # inside A: IoBB 1 (IoU only 0.125) -> hit
+            "B,61,61,1,180,180,4,0.8",  # contains B, IoBB 1600/14400 < 0.3 -> FP
+            "C,1,1,1,10,10,3,0.7",  # volume without lesions -> FP
+            "B,101,101,1,140,140,2,0.6",  # IoBB 1 -> hit
+            "Z,1,1,1,2,2,2,0.5",  # not in the volume list: ignored
+        ],
+    )
+    result = evaluate_detection_3d(
+        read_boxes_3d(gt, scored=False), read_boxes_3d(preds, scored=True), ["A", "B", "C"]
+    )
     # curve: (fp 0, s .5), (1/3, .5), (2/3, .5), (2/3, 1)
     np.testing.assert_allclose(result.curve.fp_per_image, [0, 1 / 3, 2 / 3, 2 / 3])
     np.testing.assert_allclose(result.curve.sensitivity, [0.5, 0.5, 0.5, 1.0])
@@ -54,9 +72,16 @@ def test_3d_iobb_protocol_by_hand(tmp_path):
 
 def test_3d_left_of_curve_is_zero_and_bad_rows(tmp_path):
     gt = _write(tmp_path / "gt.csv", ["volume,x1,y1,z1,x2,y2,z2", "A,1,1,1,10,10,10"])
-    preds = _write(tmp_path / "p.csv", ["volume,x1,y1,z1,x2,y2,z2,score",
-                                       "A,50,50,50,60,60,60,0.9", "A,1,1,1,10,10,10,0.8",
-                                       "A,1,1,9,10,10,2,0.5", "A,1,1,1,10,10,x,0.4"])
+    preds = _write(
+        tmp_path / "p.csv",
+        [
+            "volume,x1,y1,z1,x2,y2,z2,score",
+            "A,50,50,50,60,60,60,0.9",
+            "A,1,1,1,10,10,10,0.8",
+            "A,1,1,9,10,10,2,0.5",
+            "A,1,1,1,10,10,x,0.4",
+        ],
+    )
     boxes = read_boxes_3d(preds, scored=True)
     assert [(p.line, p.column) for p in boxes.problems] == [(4, "z2"), (5, "z2")]
     with pytest.raises(PredictionError, match="line 4"):
@@ -68,6 +93,7 @@ def test_3d_left_of_curve_is_zero_and_bad_rows(tmp_path):
 
 
 # --------------------------------------------------------------------------- tagging
+
 
 def test_auc_small_cases():
     assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
@@ -136,11 +162,13 @@ def test_tagging_on_real_lesanet_labels(real_data):
 
 # --------------------------------------------------------------------------- measurement
 
+
 def test_measurement_by_hand():
-    gt = np.array([[1, 1, 11, 1, 6, -2, 6, 4]])   # long 10 px, short 6 px
+    gt = np.array([[1, 1, 11, 1, 6, -2, 6, 4]])  # long 10 px, short 6 px
     pred = np.array([[1, 1, 9, 1, 6, -1, 6, 3]])  # long 8 px, short 4 px
-    r = measurement_errors(gt, pred, [[0.5, 0.5]],
-                           [np.array([[0, 0], [12, 0], [12, 5], [0, 5]], float)])
+    r = measurement_errors(
+        gt, pred, [[0.5, 0.5]], [np.array([[0, 0], [12, 0], [12, 5], [0, 5]], float)]
+    )
     assert r.long_error_mm[0] == pytest.approx(1.0)
     assert r.short_error_mm[0] == pytest.approx(1.0)
     assert r.mean_diameter_error_mm == pytest.approx(1.0)
@@ -160,32 +188,65 @@ def test_point_to_contour_and_mask_contour():
 
 # --------------------------------------------------------------------------- CLI and demo
 
+
 def test_cli_detection_json_and_plot(tmp_path, real_excerpt_csv):
     table = load_lesions(real_excerpt_csv)
     rows = ["file_name,x1,y1,x2,y2,score"]
-    rows += [f"{l.file_name},{','.join(map(str, l.box_px1))},0.9" for l in table
-             if l.split_code == 3]
+    rows += [
+        f"{l.file_name},{','.join(map(str, l.box_px1))},0.9" for l in table if l.split_code == 3
+    ]
     rows += ["bogus,1,1,2,2,0.5"]
     preds = _write(tmp_path / "p.csv", rows)
     runner = CliRunner()
-    out = runner.invoke(main, ["evaluate", "detection", str(preds), "--annotations",
-                               str(real_excerpt_csv), "--json", "--by", "type",
-                               "--plot", str(tmp_path / "froc.png")])
+    out = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "detection",
+            str(preds),
+            "--annotations",
+            str(real_excerpt_csv),
+            "--json",
+            "--by",
+            "type",
+            "--plot",
+            str(tmp_path / "froc.png"),
+        ],
+    )
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data["sensitivity"] == {k: 1.0 for k in ("0.5", "1", "2", "4", "8", "16")}
     assert data["average"] == 1.0 and data["skipped_rows"] == 1
     assert data["n_lesions"] == sum(1 for l in table if l.split_code == 3 and not l.possibly_noisy)
-    assert set(data["strata"]["type"]) <= {"abdomen", "liver", "lung", "mediastinum", "pelvis",
-                                           "soft tissue", "bone", "kidney"}
+    assert set(data["strata"]["type"]) <= {
+        "abdomen",
+        "liver",
+        "lung",
+        "mediastinum",
+        "pelvis",
+        "soft tissue",
+        "bone",
+        "kidney",
+    }
     assert (tmp_path / "froc.png").stat().st_size > 1000
-    strict = runner.invoke(main, ["evaluate", "detection", str(preds), "--annotations",
-                                  str(real_excerpt_csv), "--strict"])
+    strict = runner.invoke(
+        main,
+        ["evaluate", "detection", str(preds), "--annotations", str(real_excerpt_csv), "--strict"],
+    )
     assert strict.exit_code == 1 and "line" in strict.output
-    for option, value in (("--iou", "1.5"), ("--iou", "0"),
-                          ("--plot", str(tmp_path / "froc.txt"))):
-        bad = runner.invoke(main, ["evaluate", "detection", str(preds), "--annotations",
-                                   str(real_excerpt_csv), option, value])
+    for option, value in (("--iou", "1.5"), ("--iou", "0"), ("--plot", str(tmp_path / "froc.txt"))):
+        bad = runner.invoke(
+            main,
+            [
+                "evaluate",
+                "detection",
+                str(preds),
+                "--annotations",
+                str(real_excerpt_csv),
+                option,
+                value,
+            ],
+        )
         assert bad.exit_code == 2 and option in bad.output, (option, value, bad.output)
         assert "Traceback" not in bad.output
     assert not (tmp_path / "froc.txt").exists()
@@ -196,14 +257,25 @@ def test_cli_tagging_and_measurement(tmp_path, real_data, real_val_csv):
     test = lesanet_labels(folder / "text_mined_labels_171_and_split.json", "test")
     hand = hand_labelled(folder / "hand_labeled_test_set.json", test.terms)
     header = "lesion_idx," + ",".join(f'"{t}"' if "," in t else t for t in test.terms)
-    rows = [header] + [f"{i}," + ",".join("0.9" if v else "0.1" for v in rel)
-                       for i, rel in zip(hand.lesion_idxs, hand.relevant)]
+    rows = [header] + [
+        f"{i}," + ",".join("0.9" if v else "0.1" for v in rel)
+        for i, rel in zip(hand.lesion_idxs, hand.relevant)
+    ]
     scores = _write(tmp_path / "scores.csv", rows)
     runner = CliRunner()
-    out = runner.invoke(main, ["evaluate", "tagging", str(scores), "--labels",
-                               str(folder / "text_mined_labels_171_and_split.json"),
-                               "--hand-labelled", str(folder / "hand_labeled_test_set.json"),
-                               "--json"])
+    out = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "tagging",
+            str(scores),
+            "--labels",
+            str(folder / "text_mined_labels_171_and_split.json"),
+            "--hand-labelled",
+            str(folder / "hand_labeled_test_set.json"),
+            "--json",
+        ],
+    )
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data["mean_auc"] == 1.0 and data["overall_f1"] == 1.0 and data["n_lesions"] == 500
@@ -211,14 +283,31 @@ def test_cli_tagging_and_measurement(tmp_path, real_data, real_val_csv):
     lesions = load_lesions(real_val_csv).lesions[:5]
     rows = ["row_index,file_name,x11,y11,x12,y12,x21,y21,x22,y22"]
     rows += [f"{l.row_index},{l.file_name}," + ",".join(map(str, l.recist_px1)) for l in lesions]
-    out = runner.invoke(main, ["evaluate", "measurement", _write(tmp_path / "m.csv", rows).as_posix(),
-                               "--annotations", str(real_val_csv), "--json"])
+    out = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "measurement",
+            _write(tmp_path / "m.csv", rows).as_posix(),
+            "--annotations",
+            str(real_val_csv),
+            "--json",
+        ],
+    )
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data["n_lesions"] == 5 and data["mean_diameter_error_mm"] == 0.0
     rows[1] = rows[1].replace(lesions[0].file_name, "000001_01_01_001.png")
-    bad = runner.invoke(main, ["evaluate", "measurement", _write(tmp_path / "b.csv", rows).as_posix(),
-                               "--annotations", str(real_val_csv)])
+    bad = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "measurement",
+            _write(tmp_path / "b.csv", rows).as_posix(),
+            "--annotations",
+            str(real_val_csv),
+        ],
+    )
     assert bad.exit_code == 1 and "line 2" in bad.output
 
 
@@ -251,10 +340,15 @@ def test_froc_legend_never_covers_the_plot(tmp_path, published):
 
     fp = np.linspace(0.0, 32.0, 200)
     sens = 0.05 + 0.06 * np.log2(1.0 + fp)
-    curve = FrocCurve(sensitivity=sens, fp_per_image=fp, scores=-fp,
-                      hits=np.round(sens * 100).astype(int),
-                      false_positives=np.round(fp * 10).astype(int), n_images=10,
-                      n_lesions=100)
+    curve = FrocCurve(
+        sensitivity=sens,
+        fp_per_image=fp,
+        scores=-fp,
+        hits=np.round(sens * 100).astype(int),
+        false_positives=np.round(fp * 10).astype(int),
+        n_images=10,
+        n_lesions=100,
+    )
     fig = froc_figure({"weak detector": curve}, published=published)
     try:
         fig.canvas.draw()
@@ -273,7 +367,15 @@ def test_froc_legend_never_covers_the_plot(tmp_path, published):
 def test_cli_tagging_refuses_a_label_file_that_is_not_json(tmp_path, real_data):
     folder = real_data / LESANET
     scores = _write(tmp_path / "scores.csv", ["lesion_idx,liver", "0,0.5"])
-    out = CliRunner().invoke(main, ["evaluate", "tagging", str(scores), "--labels",
-                                    str(folder / "lesion_ontology_181022.xlsx")])
+    out = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "tagging",
+            str(scores),
+            "--labels",
+            str(folder / "lesion_ontology_181022.xlsx"),
+        ],
+    )
     assert out.exit_code == 1
     assert "not a JSON file" in out.output and "Traceback" not in out.output

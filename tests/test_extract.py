@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deeplesion.annotations import Lesion, write_dl_info
 from deeplesion.cli import main
-from deeplesion.completeness import completeness
-from deeplesion.extract import demo, extract_all, extract_archive, find_archives
-from deeplesion.slices import read_hu, write_hu_png
+from deeplesion.data.annotations import Lesion, write_dl_info
+from deeplesion.data.slices import read_hu, write_hu_png
+from deeplesion.demo import extract_step as demo
+from deeplesion.fetch.completeness import completeness
+from deeplesion.fetch.extract import extract_all, extract_archive, find_archives
 
 
 def _png_bytes(tmp_path: Path, seed: int) -> bytes:
@@ -26,8 +27,11 @@ def _png_bytes(tmp_path: Path, seed: int) -> bytes:
     return path.read_bytes()
 
 
-def _zip(path: Path, members: list[tuple[str | zipfile.ZipInfo, bytes]],
-         compression: int = zipfile.ZIP_DEFLATED) -> Path:
+def _zip(
+    path: Path,
+    members: list[tuple[str | zipfile.ZipInfo, bytes]],
+    compression: int = zipfile.ZIP_DEFLATED,
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", compression=compression) as zf:
         for name, data in members:
@@ -36,15 +40,15 @@ def _zip(path: Path, members: list[tuple[str | zipfile.ZipInfo, bytes]],
 
 
 def _files_under(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")
-            if p.is_file() or p.is_symlink()}
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
 
 
 @pytest.fixture()
 def slices(tmp_path: Path) -> dict[str, bytes]:
     """Release-style member names -> 16-bit PNG bytes."""
-    names = [f"Images_png/000001_01_01/{n:03d}.png" for n in range(1, 9)] + \
-        [f"Images_png/000002_01_02/{n:03d}.png" for n in (10, 11)]
+    names = [f"Images_png/000001_01_01/{n:03d}.png" for n in range(1, 9)] + [
+        f"Images_png/000002_01_02/{n:03d}.png" for n in (10, 11)
+    ]
     return {name: _png_bytes(tmp_path, i) for i, name in enumerate(names)}
 
 
@@ -93,17 +97,24 @@ def test_zip_slip_absolute_and_link_members_write_nothing_outside_root(tmp_path,
     fifo = zipfile.ZipInfo("Images_png/000001_01_01/fifo")
     fifo.create_system = 3
     fifo.external_attr = (stat.S_IFIFO | 0o644) << 16
-    evil = [("../escaped.png", b"x"), ("Images_png/../../escaped2.png", b"x"),
-            (absolute, b"x"), ("C:/windows.png", b"x"), ("..\\backslash.png", b"x"),
-            (link, b"../../outside/target.png"), (fifo, b"")]
+    evil = [
+        ("../escaped.png", b"x"),
+        ("Images_png/../../escaped2.png", b"x"),
+        (absolute, b"x"),
+        ("C:/windows.png", b"x"),
+        ("..\\backslash.png", b"x"),
+        (link, b"../../outside/target.png"),
+        (fifo, b""),
+    ]
     archive = _zip(tmp_path / "zips" / "Images_png_04.zip", evil + [(good_name, good)])
     root = tmp_path / "root"
     before = _files_under(tmp_path)
     result = extract_archive(archive, root)
     assert result.written == 1 and (root / good_name).read_bytes() == good
     refused = {p.member: p.reason for p in result.problems}
-    assert set(refused) == {info.filename if isinstance(info, zipfile.ZipInfo) else info
-                            for info, _ in evil}
+    assert set(refused) == {
+        info.filename if isinstance(info, zipfile.ZipInfo) else info for info, _ in evil
+    }
     assert "link" in refused[link.filename] and "absolute" in refused[absolute.filename]
     assert "absolute" in refused["C:/windows.png"] and "special" in refused[fifo.filename]
     new_files = _files_under(tmp_path) - before
@@ -116,8 +127,10 @@ def test_a_link_inside_root_pointing_outside_is_not_followed(tmp_path, slices):
     root = tmp_path / "root"
     (root / "Images_png").mkdir(parents=True)
     os.symlink(outside, root / "Images_png" / "000007_01_01")
-    archive = _zip(tmp_path / "Images_png_05.zip",
-                   [("Images_png/000007_01_01/001.png", next(iter(slices.values())))])
+    archive = _zip(
+        tmp_path / "Images_png_05.zip",
+        [("Images_png/000007_01_01/001.png", next(iter(slices.values())))],
+    )
     result = extract_archive(archive, root)
     assert result.written == 0 and len(result.problems) == 1
     assert "outside ROOT" in result.problems[0].reason
@@ -157,29 +170,47 @@ def test_crc_mismatch_is_detected_independently_of_zipfile(tmp_path, slices):
     name, data = next(iter(slices.items()))
     archive = _zip(tmp_path / "Images_png_06.zip", [(name, data)], zipfile.ZIP_STORED)
     with zipfile.ZipFile(archive) as zf:
-        assert zf.getinfo(name).CRC == zlib.crc32(data)
+        assert zlib.crc32(data) == zf.getinfo(name).CRC
     result = extract_archive(archive, tmp_path / "root")
     assert result.ok and zlib.crc32((tmp_path / "root" / name).read_bytes()) == zlib.crc32(data)
 
 
 # ------------------------------------------------------------------ completeness
 
+
 def _lesion(row: int, folder: tuple[int, int, int], key: int, first: int, last: int) -> Lesion:
     patient, study, series = folder
     return Lesion(
-        row_index=row, file_name=f"{patient:06d}_{study:02d}_{series:02d}_{key:03d}.png",
-        patient_index=patient, study_index=study, series_id=series, key_slice_index=key,
-        recist_px1=(4.0, 4.0, 12.0, 12.0, 6.0, 10.0, 10.0, 6.0), box_px1=(3.0, 3.0, 13.0, 13.0),
-        diameters_px=(11.3, 5.7), location_norm=(0.5, 0.5, 0.5), coarse_type=-1,
-        possibly_noisy=False, slice_range=(first, last), spacing_mm=(0.8, 0.8, 5.0),
-        image_size=(16, 16), dicom_window_hu=(-175.0, 275.0), sex="F", age_years=50.0,
-        split_code=1)
+        row_index=row,
+        file_name=f"{patient:06d}_{study:02d}_{series:02d}_{key:03d}.png",
+        patient_index=patient,
+        study_index=study,
+        series_id=series,
+        key_slice_index=key,
+        recist_px1=(4.0, 4.0, 12.0, 12.0, 6.0, 10.0, 10.0, 6.0),
+        box_px1=(3.0, 3.0, 13.0, 13.0),
+        diameters_px=(11.3, 5.7),
+        location_norm=(0.5, 0.5, 0.5),
+        coarse_type=-1,
+        possibly_noisy=False,
+        slice_range=(first, last),
+        spacing_mm=(0.8, 0.8, 5.0),
+        image_size=(16, 16),
+        dicom_window_hu=(-175.0, 275.0),
+        sex="F",
+        age_years=50.0,
+        split_code=1,
+    )
 
 
 def test_completeness_and_info_after_extraction(tmp_path, slices):
     # series A expects slices 1..8 (ranges 1-5 and 4-8), B 10..12, C 20..21 (never shipped)
-    lesions = [_lesion(0, (1, 1, 1), 3, 1, 5), _lesion(1, (1, 1, 1), 6, 4, 8),
-               _lesion(2, (2, 1, 2), 11, 10, 12), _lesion(3, (3, 1, 1), 20, 20, 21)]
+    lesions = [
+        _lesion(0, (1, 1, 1), 3, 1, 5),
+        _lesion(1, (1, 1, 1), 6, 4, 8),
+        _lesion(2, (2, 1, 2), 11, 10, 12),
+        _lesion(3, (3, 1, 1), 20, 20, 21),
+    ]
     archive = _zip(tmp_path / "zips" / "Images_png_01.zip", list(slices.items()))
     root = tmp_path / "root"
     assert extract_archive(archive, root).ok
@@ -212,8 +243,11 @@ def test_demo_step_round_trips_part_of_the_sample(tmp_path, sample_root):
 
 def test_file_folder_clashes_are_reported_not_fatal(tmp_path, slices):
     items = list(slices.items())
-    clash = [("Images_png/000001_01_01", b"a file where a folder goes")] + items[:2] + \
-        [("Images_png/000002_01_02/011.png/inner.png", b"x"), items[-1]]
+    clash = (
+        [("Images_png/000001_01_01", b"a file where a folder goes")]
+        + items[:2]
+        + [("Images_png/000002_01_02/011.png/inner.png", b"x"), items[-1]]
+    )
     archive = _zip(tmp_path / "Images_png_07.zip", clash)
     result = extract_archive(archive, tmp_path / "root")
     # in member order: the file 000001_01_01 blocks the two slices meant to go inside it;

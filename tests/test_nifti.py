@@ -1,4 +1,4 @@
-"""NIfTI export (deeplesion.nifti): values, orientation, resumability, parallel runs."""
+"""NIfTI export (deeplesion.convert.nifti): values, orientation, resumability, parallel runs."""
 
 from __future__ import annotations
 
@@ -17,11 +17,18 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from deeplesion.annotations import load_lesions, write_dl_info
 from deeplesion.cli import main
-from deeplesion.nifti import (DESCRIP, NiftiExportError, check_volume, demo, export_nifti,
-                              parse_shard, read_manifest)
-from deeplesion.volumes import SubVolume, index_volumes
+from deeplesion.convert.nifti import (
+    DESCRIP,
+    NiftiExportError,
+    check_volume,
+    export_nifti,
+    parse_shard,
+    read_manifest,
+)
+from deeplesion.data.annotations import load_lesions, write_dl_info
+from deeplesion.data.volumes import SubVolume, index_volumes
+from deeplesion.demo import nifti_step as demo
 
 REPO = Path(__file__).resolve().parents[1]
 MINI_FOLDERS = ["000001_01_01", "000004_01_02", "000005_01_01", "000008_01_01"]
@@ -38,8 +45,10 @@ def _mirror(src: Path, dst: Path, folders: list[str]) -> Path:
         (dst / "Images_png" / folder).mkdir(parents=True)
         for png in (src / "Images_png" / folder).iterdir():
             (dst / "Images_png" / folder / png.name).symlink_to(png)
-    write_dl_info([l for l in load_lesions(src / "DL_info.csv").lesions
-                   if l.series_folder in folders], dst / "DL_info.csv")
+    write_dl_info(
+        [l for l in load_lesions(src / "DL_info.csv").lesions if l.series_folder in folders],
+        dst / "DL_info.csv",
+    )
     return dst
 
 
@@ -71,13 +80,14 @@ def real_root(real_series_dir, tmp_path) -> Path:
 
 # --------------------------------------------------------------------------- values
 
-def test_real_series_is_one_volume_with_exact_hu_and_spacing(real_root, real_series_dir,
-                                                             tmp_path):
+
+def test_real_series_is_one_volume_with_exact_hu_and_spacing(real_root, real_series_dir, tmp_path):
     report = export_nifti(real_root, tmp_path / "out", default_spacing_mm=SPACING)
     assert [v.file for v in report.volumes] == ["000062_01_01_056-084.nii.gz"]
     path = report.paths[0]
-    expected = np.stack([_png_hu(real_series_dir / f"{n:03d}.png").T for n in range(56, 85)],
-                        axis=-1)  # [x - 1, y - 1, k]
+    expected = np.stack(
+        [_png_hu(real_series_dir / f"{n:03d}.png").T for n in range(56, 85)], axis=-1
+    )  # [x - 1, y - 1, k]
 
     img = nib.load(path)
     data = np.asanyarray(img.dataobj)
@@ -107,9 +117,17 @@ def test_real_series_is_one_volume_with_exact_hu_and_spacing(real_root, real_ser
 
 def test_spacing_comes_from_the_dl_info_row(real_root, sample_root, tmp_path):
     template = load_lesions(sample_root / "DL_info.csv").lesions[0]
-    row = replace(template, file_name="000062_01_01_070.png", patient_index=62,
-                  study_index=1, series_id=1, key_slice_index=70, slice_range=(56, 84),
-                  spacing_mm=(0.6, 0.6, 1.25), image_size=(512, 512))
+    row = replace(
+        template,
+        file_name="000062_01_01_070.png",
+        patient_index=62,
+        study_index=1,
+        series_id=1,
+        key_slice_index=70,
+        slice_range=(56, 84),
+        spacing_mm=(0.6, 0.6, 1.25),
+        image_size=(512, 512),
+    )
     write_dl_info([row], real_root / "DL_info.csv")
     report = export_nifti(real_root, tmp_path / "out")
     assert not report.problems
@@ -118,8 +136,9 @@ def test_spacing_comes_from_the_dl_info_row(real_root, sample_root, tmp_path):
 
 
 def test_official_layout(real_root, real_series_dir, tmp_path):
-    official = export_nifti(real_root, tmp_path / "o", default_spacing_mm=SPACING,
-                            layout="official")
+    official = export_nifti(
+        real_root, tmp_path / "o", default_spacing_mm=SPACING, layout="official"
+    )
     img = nib.load(official.paths[0])
     data = np.asanyarray(img.dataobj)
     assert data.dtype == np.int16 and data.shape == (512, 512, 29)
@@ -127,14 +146,19 @@ def test_official_layout(real_root, real_series_dir, tmp_path):
         assert np.array_equal(data[:, :, k], _png_hu(real_series_dir / f"{56 + k:03d}.png"))
     sx, sy, sz = SPACING
     np.testing.assert_allclose(
-        img.affine, [[0, -sy, 0, 0], [-sx, 0, 0, 0], [0, 0, -sz, 0], [0, 0, 0, 1]], atol=1e-5)
+        img.affine, [[0, -sy, 0, 0], [-sx, 0, 0, 0], [0, 0, -sz, 0], [0, 0, 0, 1]], atol=1e-5
+    )
     # with square pixels (every DeepLesion series) both layouts put the same pixels in the
     # same directions (origins differ); the official affine scales columns by y spacing
     square = (0.7, 0.7, 2.5)
-    p_aff = nib.load(export_nifti(real_root, tmp_path / "ps", default_spacing_mm=square)
-                     .paths[0]).affine
-    o_aff = nib.load(export_nifti(real_root, tmp_path / "os", default_spacing_mm=square,
-                                  layout="official").paths[0]).affine
+    p_aff = nib.load(
+        export_nifti(real_root, tmp_path / "ps", default_spacing_mm=square).paths[0]
+    ).affine
+    o_aff = nib.load(
+        export_nifti(
+            real_root, tmp_path / "os", default_spacing_mm=square, layout="official"
+        ).paths[0]
+    ).affine
     for x, y, k in [(1, 1, 0), (400, 30, 7)]:
         p = p_aff @ [x - 1, y - 1, k, 1] - p_aff @ [0, 0, 0, 1]
         o = o_aff @ [y - 1, x - 1, k, 1] - o_aff @ [0, 0, 0, 1]
@@ -143,17 +167,21 @@ def test_official_layout(real_root, real_series_dir, tmp_path):
 
 def test_folder_without_rows_needs_a_spacing(real_root, tmp_path):
     report = export_nifti(real_root, tmp_path / "out")
-    assert report.volumes == [] and [v.name for v in report.not_exported] == \
-        ["000062_01_01_056-084"]
+    assert report.volumes == [] and [v.name for v in report.not_exported] == [
+        "000062_01_01_056-084"
+    ]
     assert [p.kind for p in report.problems] == ["folder-without-rows"]
     assert not list((tmp_path / "out").glob("*.nii.gz"))
 
 
 # --------------------------------------------------------------------------- runs, manifest
 
+
 def test_gaps_make_separate_volumes_and_manifest_is_true(mini_root, reference, tmp_path):
-    expected = sorted(f"{l.series_folder}_{l.slice_range[0]:03d}-{l.slice_range[1]:03d}"
-                      f".nii.gz" for l in load_lesions(mini_root / "DL_info.csv").lesions)
+    expected = sorted(
+        f"{l.series_folder}_{l.slice_range[0]:03d}-{l.slice_range[1]:03d}.nii.gz"
+        for l in load_lesions(mini_root / "DL_info.csv").lesions
+    )
     names = sorted(n for n in reference if n.endswith(".nii.gz"))
     assert names == sorted(set(expected))
     assert "000001_01_01_004-016.nii.gz" in names and "000001_01_01_026-038.nii.gz" in names
@@ -177,8 +205,8 @@ def test_gzip_stream_is_deterministic(reference):
     for name, data in reference.items():
         if name.endswith(".nii.gz"):
             assert data[:3] == b"\x1f\x8b\x08"
-            assert data[3] & 0x08 == 0          # no file name stored
-            assert data[4:8] == b"\0\0\0\0"     # mtime 0
+            assert data[3] & 0x08 == 0  # no file name stored
+            assert data[4:8] == b"\0\0\0\0"  # mtime 0
 
 
 def test_rerun_skips_complete_volumes(mini_root, reference, tmp_path):
@@ -195,7 +223,7 @@ def test_killed_run_restarts_to_identical_output(mini_root, reference, tmp_path)
     out = tmp_path / "out"
     script = textwrap.dedent(f"""
         import os, signal
-        import deeplesion.nifti as nifti
+        import deeplesion.convert.nifti as nifti
         real, calls = nifti.read_png_raw, [0]
         def dying(path):
             calls[0] += 1
@@ -210,7 +238,7 @@ def test_killed_run_restarts_to_identical_output(mini_root, reference, tmp_path)
     assert proc.returncode == -9, proc.stderr.decode()
     left = sorted(p.name for p in out.iterdir())
     assert "manifest.csv" not in left
-    assert any(n.endswith(".incomplete") for n in left)          # killed mid-write
+    assert any(n.endswith(".incomplete") for n in left)  # killed mid-write
     complete = [n for n in left if n.endswith(".nii.gz")]
     assert complete and all(reference[n] == (out / n).read_bytes() for n in complete)
     report = export_nifti(mini_root, out)
@@ -241,9 +269,9 @@ def test_damaged_volumes_are_rewritten(mini_root, reference, tmp_path):
         (out / name).write_bytes(data)
     names = sorted(n for n in reference if n.endswith(".nii.gz"))
     flipped = bytearray(reference[names[0]])
-    flipped[len(flipped) // 2] ^= 0xFF   # same size, wrong checksum
+    flipped[len(flipped) // 2] ^= 0xFF  # same size, wrong checksum
     (out / names[0]).write_bytes(bytes(flipped))
-    (out / names[1]).write_bytes(reference[names[1]][:-1000])   # truncated
+    (out / names[1]).write_bytes(reference[names[1]][:-1000])  # truncated
     report = export_nifti(mini_root, out)
     assert report.written == 2
     assert _snapshot(out) == reference
@@ -263,8 +291,10 @@ def test_unreadable_slice_splits_the_run_and_is_reported(sample_root, tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
     out = tmp_path / "out"
     report = export_nifti(root, out)
-    assert [v.file for v in report.volumes] == ["000005_01_01_002-009.nii.gz",
-                                                "000005_01_01_011-014.nii.gz"]
+    assert [v.file for v in report.volumes] == [
+        "000005_01_01_002-009.nii.gz",
+        "000005_01_01_011-014.nii.gz",
+    ]
     assert [(p.folder, p.slice_number) for p in report.unreadable] == [("000005_01_01", 10)]
     with open(report.problems_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -278,6 +308,7 @@ def test_unreadable_slice_splits_the_run_and_is_reported(sample_root, tmp_path):
 
 # --------------------------------------------------------------------------- parallel
 
+
 def test_shards_cover_every_volume_once(mini_root, reference, tmp_path):
     out = tmp_path / "out"
     seen: list[str] = []
@@ -286,7 +317,7 @@ def test_shards_cover_every_volume_once(mini_root, reference, tmp_path):
         assert report.manifest_path.name == f"manifest.shard-{i}-of-3.csv"
         seen += [v.file for v in report.volumes]
     assert sorted(seen) == sorted(n for n in reference if n.endswith(".nii.gz"))
-    final = export_nifti(mini_root, out)   # verifies, writes the whole manifest
+    final = export_nifti(mini_root, out)  # verifies, writes the whole manifest
     assert final.written == 0
     assert (out / "manifest.csv").read_bytes() == reference["manifest.csv"]
     with pytest.raises(NiftiExportError, match="i/N"):
@@ -301,8 +332,9 @@ def test_two_workers_match_one(mini_root, reference, tmp_path):
 
 def test_dask_scheduler_matches_serial(mini_root, reference, tmp_path):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
         export_nifti(mini_root, tmp_path / "out", scheduler=cluster.scheduler_address)
     assert _snapshot(tmp_path / "out") == reference
 
@@ -322,6 +354,7 @@ def test_compression_backends_hold_the_same_voxels(mini_root, tmp_path):
 
 # --------------------------------------------------------------------------- CLI, demo
 
+
 def test_cli_nifti_and_volumes(mini_root, reference, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["nifti", str(mini_root), str(tmp_path / "out")])
@@ -330,11 +363,9 @@ def test_cli_nifti_and_volumes(mini_root, reference, tmp_path):
     assert _snapshot(tmp_path / "out") == reference
     result = runner.invoke(main, ["volumes", str(mini_root)])
     assert result.exit_code == 0 and "5 sub-volumes" in result.output
-    result = runner.invoke(main, ["nifti", str(mini_root), str(tmp_path / "x"),
-                                  "--shard", "4/3"])
+    result = runner.invoke(main, ["nifti", str(mini_root), str(tmp_path / "x"), "--shard", "4/3"])
     assert result.exit_code == 2 and "--shard" in result.output
-    result = runner.invoke(main, ["nifti", str(mini_root), str(tmp_path / "x"),
-                                  "--spacing", "1,2"])
+    result = runner.invoke(main, ["nifti", str(mini_root), str(tmp_path / "x"), "--spacing", "1,2"])
     assert result.exit_code == 2 and "--spacing" in result.output
 
 

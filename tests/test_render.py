@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplesion.annotations import load_lesions
-from deeplesion.crops import _crop_resize, annotated_crop, shift_lesion
-from deeplesion.paths import key_slice_path
-from deeplesion.render import (BOX_RGB, LONG_AXIS_RGB, SHORT_AXIS_RGB, RenderError,
-                               render_key_slice, render_key_slices)
+from deeplesion.data.annotations import load_lesions
+from deeplesion.data.paths import key_slice_path
+from deeplesion.review.crops import _crop_resize, annotated_crop, shift_lesion
+from deeplesion.review.render import (
+    BOX_RGB,
+    LONG_AXIS_RGB,
+    SHORT_AXIS_RGB,
+    RenderError,
+    render_key_slice,
+    render_key_slices,
+)
 
 LIVER_CSV = "NNProject_liver_image_dataset_info.csv"
 
@@ -59,14 +65,14 @@ def test_real_liver_slices_marks_land_on_the_coordinates(real_liver_dir):
         # The long axis is a connected line: a quarter of the way along it is red.
         for t in (0.25, 0.75):
             r, c = pixel(m[0] + t * (m[2] - m[0]), m[1] + t * (m[3] - m[1]))
-            near = rgb[r - 1:r + 2, c - 1:c + 2].reshape(-1, 3)
+            near = rgb[r - 1 : r + 2, c - 1 : c + 2].reshape(-1, 3)
             assert (near == LONG_AXIS_RGB).all(axis=1).any(), name
         # Away from the box and its label, the image is the DICOM-windowed slice.
         low, high = floats(row["DICOM_windows"])
         grey = expected_grey(real_liver_dir / "Images_png" / name, low, high)
         changed = np.argwhere((rgb != grey[:, :, None]).any(axis=2))
         r_box0, c_box0 = pixel(x1, y1)
-        r_box1, c_box1 = pixel(x2, y2)
+        r_box1, _c_box1 = pixel(x2, y2)
         assert changed[:, 0].min() >= r_box0 - 30 and changed[:, 0].max() <= r_box1 + 30
         assert changed[:, 1].min() >= c_box0 - 1 and changed[:, 1].max() <= c_box0 + 250
         untouched = (rgb == grey[:, :, None]).all(axis=2)
@@ -85,7 +91,7 @@ def test_several_lesions_on_one_sample_slice(sample_root):
     table = load_lesions(sample_root / "DL_info.csv")
     groups = {k: v for k, v in table.by_file_name().items() if len(v) > 1}
     assert groups, "the sample has key slices with several lesions"
-    for name, lesions in groups.items():
+    for lesions in groups.values():
         rgb = render_key_slice(sample_root, lesions)
         for lesion in lesions:
             m = lesion.recist_px1
@@ -105,8 +111,9 @@ def test_render_key_slices_writes_resumes_and_survives_bad_images(real_liver_dir
     (root / "Images_png").mkdir(parents=True)
     chosen = table.lesions[:4]
     for lesion in chosen[:3]:
-        os.symlink(real_liver_dir / "Images_png" / lesion.file_name,
-                   root / "Images_png" / lesion.file_name)
+        os.symlink(
+            real_liver_dir / "Images_png" / lesion.file_name, root / "Images_png" / lesion.file_name
+        )
     (root / "Images_png" / chosen[3].file_name).write_bytes(b"\x89PNG broken")
     out = tmp_path / "out"
     result = render_key_slices(root, chosen, out)
@@ -128,7 +135,8 @@ def test_release_layout_is_found_first(real_liver_dir, tmp_path):
     os.symlink(real_liver_dir / "Images_png" / lesion.file_name, release)
     assert key_slice_path(tmp_path, lesion.file_name) == release
     assert key_slice_path(real_liver_dir, lesion.file_name) == (
-        real_liver_dir / "Images_png" / lesion.file_name)
+        real_liver_dir / "Images_png" / lesion.file_name
+    )
 
 
 def test_crop_coordinates_follow_the_resampling(real_liver_dir):
@@ -166,6 +174,7 @@ def test_annotated_crop_with_context(sample_root):
 def test_even_context_is_rejected_up_front(sample_root, tmp_path):
     table = load_lesions(sample_root / "DL_info.csv")
     with pytest.raises(RenderError, match="odd"):
-        render_key_slices(sample_root, table.lesions[:2], tmp_path / "out", crops=True,
-                          context_slices=4)
+        render_key_slices(
+            sample_root, table.lesions[:2], tmp_path / "out", crops=True, context_slices=4
+        )
     assert not (tmp_path / "out").exists()

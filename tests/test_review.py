@@ -11,16 +11,25 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from deeplesion.annotations import load_lesions
-from deeplesion.bodymap import body_map_figure, sample_lesions, write_body_map
 from deeplesion.cli import main
-from deeplesion.gallery import GalleryError, make_gallery, tile_letter, write_gallery
-from deeplesion.render import LONG_AXIS_RGB
-from deeplesion.report import build_report, demo, write_report
+from deeplesion.data.annotations import load_lesions
+from deeplesion.demo import review_step as demo
+from deeplesion.review.bodymap import body_map_figure, sample_lesions, write_body_map
+from deeplesion.review.gallery import GalleryError, make_gallery, tile_letter, write_gallery
+from deeplesion.review.render import LONG_AXIS_RGB
+from deeplesion.review.report import build_report, write_report
 
 LIVER_CSV = "NNProject_liver_image_dataset_info.csv"
-TYPES = {"1": "bone", "2": "abdomen", "3": "mediastinum", "4": "liver", "5": "lung",
-         "6": "kidney", "7": "soft tissue", "8": "pelvis"}
+TYPES = {
+    "1": "bone",
+    "2": "abdomen",
+    "3": "mediastinum",
+    "4": "liver",
+    "5": "lung",
+    "6": "kidney",
+    "7": "soft tissue",
+    "8": "pelvis",
+}
 
 
 def csv_rows(path):
@@ -41,11 +50,15 @@ def locations_by_type(path):
 def plotted_points(fig):
     """Legend label (without the count) -> plotted (x, z) offsets."""
     ax = fig.axes[0]
-    return {c.get_label().rsplit(" (", 1)[0]: np.asarray(c.get_offsets())
-            for c in ax.collections if not c.get_label().startswith("_")}
+    return {
+        c.get_label().rsplit(" (", 1)[0]: np.asarray(c.get_offsets())
+        for c in ax.collections
+        if not c.get_label().startswith("_")
+    }
 
 
 # --------------------------------------------------------------------------- body map
+
 
 def test_body_map_of_real_val_is_anatomically_sensible(real_val_csv, tmp_path):
     table = load_lesions(real_val_csv)
@@ -94,8 +107,9 @@ def test_fraction_sampling_is_seeded(real_val_csv):
 
 def test_unlabelled_lesions_are_grey_and_optional(sample_root):
     table = load_lesions(sample_root / "DL_info.csv")
-    n_unlabelled = sum(r["Coarse_lesion_type"].strip() == "-1"
-                       for r in csv_rows(sample_root / "DL_info.csv"))
+    n_unlabelled = sum(
+        r["Coarse_lesion_type"].strip() == "-1" for r in csv_rows(sample_root / "DL_info.csv")
+    )
     assert n_unlabelled > 0
     fig = body_map_figure(table)
     grey = [c for c in fig.axes[0].collections if c.get_label().startswith("unlabelled")]
@@ -120,16 +134,18 @@ def test_body_map_thumbnails(sample_root):
 
 # --------------------------------------------------------------------------- gallery
 
+
 def test_tile_letters():
-    assert [tile_letter(i) for i in (0, 1, 21, 25, 26, 27)] == [
-        "a", "b", "v", "z", "aa", "ab"]
+    assert [tile_letter(i) for i in (0, 1, 21, 25, 26, 27)] == ["a", "b", "v", "z", "aa", "ab"]
 
 
 def test_gallery_groups_by_type(sample_root):
     table = load_lesions(sample_root / "DL_info.csv")
-    counts = Counter(TYPES[r["Coarse_lesion_type"].strip()]
-                     for r in csv_rows(sample_root / "DL_info.csv")
-                     if r["Coarse_lesion_type"].strip() != "-1")
+    counts = Counter(
+        TYPES[r["Coarse_lesion_type"].strip()]
+        for r in csv_rows(sample_root / "DL_info.csv")
+        if r["Coarse_lesion_type"].strip() != "-1"
+    )
     image, entries = make_gallery(sample_root, table, per_type=2, seed=1, tile_px=64)
     got = Counter(e.lesion.type_name for e in entries)
     assert got == {name: min(2, n) for name, n in counts.items()}
@@ -152,6 +168,7 @@ def test_gallery_without_images_is_an_error(sample_root, tmp_path):
 
 
 # --------------------------------------------------------------------------- report
+
 
 def images_in(html):
     srcs = re.findall(r'<img src="([^"]+)"', html)
@@ -176,9 +193,14 @@ def test_report_of_real_val(real_val_csv, tmp_path):
     cells = re.findall(r"<td>([^<]*)</td><td>([^<]*)</td>", text)
     counts = dict(cells)
     # facts of the val split (docs/dataset-facts.md)
-    assert (counts["lesions"], counts["key slices"], counts["series"], counts["studies"],
-            counts["patients"], counts["possibly noisy"]) == (
-        "4889", "4793", "2193", "1599", "703", "2")
+    assert (
+        counts["lesions"],
+        counts["key slices"],
+        counts["series"],
+        counts["studies"],
+        counts["patients"],
+        counts["possibly noisy"],
+    ) == ("4889", "4793", "2193", "1599", "703", "2")
     assert "Gallery" not in text
 
 
@@ -195,50 +217,119 @@ def test_report_with_images_has_a_gallery(sample_root):
 
 # --------------------------------------------------------------------------- CLI, demo
 
+
 def test_cli_render_flat_folder(real_liver_dir, tmp_path):
     names = ["002648_01_01_061.png", "003663_01_03_190.png"]
-    result = CliRunner().invoke(main, [
-        "render", str(real_liver_dir), "--csv", str(real_liver_dir / LIVER_CSV),
-        "--out", str(tmp_path / "out"), "--files", ",".join(names), "--crops"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "render",
+            str(real_liver_dir),
+            "--csv",
+            str(real_liver_dir / LIVER_CSV),
+            "--out",
+            str(tmp_path / "out"),
+            "--files",
+            ",".join(names),
+            "--crops",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == names
     assert len(list((tmp_path / "out" / "crops").glob("*.png"))) == 2
-    bad = CliRunner().invoke(main, [
-        "render", str(real_liver_dir), "--csv", str(real_liver_dir / LIVER_CSV),
-        "--out", str(tmp_path / "x"), "--files", "999999_01_01_001.png"])
+    bad = CliRunner().invoke(
+        main,
+        [
+            "render",
+            str(real_liver_dir),
+            "--csv",
+            str(real_liver_dir / LIVER_CSV),
+            "--out",
+            str(tmp_path / "x"),
+            "--files",
+            "999999_01_01_001.png",
+        ],
+    )
     assert bad.exit_code == 2 and "999999_01_01_001.png" in bad.output
-    bad = CliRunner().invoke(main, [
-        "render", str(real_liver_dir), "--csv", str(real_liver_dir / LIVER_CSV),
-        "--out", str(tmp_path / "x"), "--type", "brain"])
+    bad = CliRunner().invoke(
+        main,
+        [
+            "render",
+            str(real_liver_dir),
+            "--csv",
+            str(real_liver_dir / LIVER_CSV),
+            "--out",
+            str(tmp_path / "x"),
+            "--type",
+            "brain",
+        ],
+    )
     assert bad.exit_code == 2 and "brain" in bad.output
     assert not (tmp_path / "x").exists()
 
 
 def test_cli_render_filters_on_sample(sample_root, tmp_path):
     rows = csv_rows(sample_root / "DL_info.csv")
-    want = {r["File_name"] for r in rows
-            if r["Train_Val_Test"].strip() == "3" and r["Coarse_lesion_type"].strip() == "5"}
-    result = CliRunner().invoke(main, ["render", str(sample_root), "--out", str(tmp_path),
-                                       "--split", "test", "--type", "lung",
-                                       "--window", "lung"])
+    want = {
+        r["File_name"]
+        for r in rows
+        if r["Train_Val_Test"].strip() == "3" and r["Coarse_lesion_type"].strip() == "5"
+    }
+    result = CliRunner().invoke(
+        main,
+        [
+            "render",
+            str(sample_root),
+            "--out",
+            str(tmp_path),
+            "--split",
+            "test",
+            "--type",
+            "lung",
+            "--window",
+            "lung",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert {p.name for p in tmp_path.iterdir()} == want
 
 
 def test_cli_gallery_bodymap_report(sample_root, tmp_path):
     run = CliRunner().invoke
-    r = run(main, ["gallery", str(sample_root), "--out", str(tmp_path / "g.png"),
-                   "--per-type", "1", "--context", "3"])
+    r = run(
+        main,
+        [
+            "gallery",
+            str(sample_root),
+            "--out",
+            str(tmp_path / "g.png"),
+            "--per-type",
+            "1",
+            "--context",
+            "3",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "key slice only" not in r.output  # the release layout has context slices
     assert Image.open(tmp_path / "g.png").mode == "RGB"
-    r = run(main, ["bodymap", str(sample_root / "DL_info.csv"), "--out",
-                   str(tmp_path / "m.svg"), "--root", str(sample_root)])
+    r = run(
+        main,
+        [
+            "bodymap",
+            str(sample_root / "DL_info.csv"),
+            "--out",
+            str(tmp_path / "m.svg"),
+            "--root",
+            str(sample_root),
+        ],
+    )
     assert r.exit_code == 0, r.output
     r = run(main, ["bodymap", str(sample_root), "--out", str(tmp_path / "m.gif")])
     assert r.exit_code == 2 and "m.gif" in r.output
-    r = run(main, ["report", str(sample_root), "--root", str(sample_root), "--out",
-                   str(tmp_path / "rep")])
+    r = run(
+        main,
+        ["report", str(sample_root), "--root", str(sample_root), "--out", str(tmp_path / "rep")],
+    )
     assert r.exit_code == 0, r.output
     assert len(images_in((tmp_path / "rep" / "report.html").read_text())) >= 10
 
@@ -255,8 +346,10 @@ def test_demo_step(sample_root, tmp_path):
 
 # --------------------------------------------------------------------------- CLI checks
 
-@pytest.mark.parametrize("command,value", [("render", "4"), ("render", "0"),
-                                           ("gallery", "2"), ("gallery", "-1")])
+
+@pytest.mark.parametrize(
+    "command,value", [("render", "4"), ("render", "0"), ("gallery", "2"), ("gallery", "-1")]
+)
 def test_cli_even_context_is_rejected_before_any_work(sample_root, tmp_path, command, value):
     out = tmp_path / ("k2" if command == "render" else "g.png")
     args = [command, str(sample_root), "--out", str(out), "--context", value]
@@ -267,10 +360,9 @@ def test_cli_even_context_is_rejected_before_any_work(sample_root, tmp_path, com
 
 
 def test_cli_render_help_lists_every_window_preset():
-    from deeplesion.windowing import PRESETS
+    from deeplesion.data.windowing import PRESETS
 
-    r = CliRunner().invoke(main, ["render", "--help"], terminal_width=200,
-                           max_content_width=200)
+    r = CliRunner().invoke(main, ["render", "--help"], terminal_width=200, max_content_width=200)
     assert r.exit_code == 0, r.output
     words = set(re.findall(r"[\w-]+", r.output))
     assert {"dicom", *PRESETS} <= words
@@ -281,8 +373,7 @@ def test_cli_render_counts_key_slices_and_crops_and_hints_overwrite(sample_root,
     names = sorted({r["File_name"] for r in rows})[:2]
     n_crops = sum(r["File_name"] in names for r in rows)  # one crop per lesion row
     out = tmp_path / "k"
-    args = ["render", str(sample_root), "--out", str(out), "--files", ",".join(names),
-            "--crops"]
+    args = ["render", str(sample_root), "--out", str(out), "--files", ",".join(names), "--crops"]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     text = " ".join(first.output.split())
@@ -307,14 +398,15 @@ def test_cli_render_counts_key_slices_and_crops_and_hints_overwrite(sample_root,
 def test_cli_bodymap_says_how_many_lesions_are_plotted(real_val_csv, tmp_path):
     n_rows = len(csv_rows(real_val_csv))
     expected = round(0.15 * n_rows)  # sample_lesions draws round(fraction * n)
-    r = CliRunner().invoke(main, ["bodymap", str(real_val_csv), "--out",
-                                  str(tmp_path / "bm.svg"), "--fraction", "0.15"])
+    r = CliRunner().invoke(
+        main,
+        ["bodymap", str(real_val_csv), "--out", str(tmp_path / "bm.svg"), "--fraction", "0.15"],
+    )
     assert r.exit_code == 0, r.output
     assert f"{expected} of {n_rows} lesions plotted" in " ".join(r.output.split())
     svg = (tmp_path / "bm.svg").read_text()
     assert f"{expected} of {n_rows} lesions" in svg  # the figure's title says the same
-    r = CliRunner().invoke(main, ["bodymap", str(real_val_csv), "--out",
-                                  str(tmp_path / "all.png")])
+    r = CliRunner().invoke(main, ["bodymap", str(real_val_csv), "--out", str(tmp_path / "all.png")])
     assert r.exit_code == 0, r.output
     assert f"{n_rows} lesions plotted" in r.output and " of " not in r.output
 
@@ -323,8 +415,16 @@ def test_gallery_of_a_flat_folder_uses_single_slice_tiles(real_liver_dir, tmp_pa
     """A flat folder holds key slices only: --context 3 cannot show neighbours, so the
     tiles (and the whole montage) are those of --context 1, and the CLI says so once."""
     run = CliRunner().invoke
-    base = ["gallery", str(real_liver_dir), "--csv", str(real_liver_dir / LIVER_CSV),
-            "--per-type", "3", "--tile", "64"]
+    base = [
+        "gallery",
+        str(real_liver_dir),
+        "--csv",
+        str(real_liver_dir / LIVER_CSV),
+        "--per-type",
+        "3",
+        "--tile",
+        "64",
+    ]
     one = run(main, base + ["--out", str(tmp_path / "one.png")])
     assert one.exit_code == 0, one.output
     assert "key slice only" not in one.output
@@ -334,8 +434,13 @@ def test_gallery_of_a_flat_folder_uses_single_slice_tiles(real_liver_dir, tmp_pa
     a = np.asarray(Image.open(tmp_path / "one.png"))
     b = np.asarray(Image.open(tmp_path / "three.png"))
     assert a.shape == b.shape and (a == b).all()
-    _, entries = make_gallery(real_liver_dir, load_lesions(real_liver_dir / LIVER_CSV),
-                              per_type=3, tile_px=64, context_slices=3)
+    _, entries = make_gallery(
+        real_liver_dir,
+        load_lesions(real_liver_dir / LIVER_CSV),
+        per_type=3,
+        tile_px=64,
+        context_slices=3,
+    )
     assert [e.n_slices for e in entries] == [1, 1, 1]
     text = build_report(load_lesions(real_liver_dir / LIVER_CSV), root=real_liver_dir)
     assert "context slices not found" in text and "-2, 0, +2 mm" not in text
@@ -343,8 +448,7 @@ def test_gallery_of_a_flat_folder_uses_single_slice_tiles(real_liver_dir, tmp_pa
 
 def test_gallery_with_context_in_the_release_layout(sample_root):
     table = load_lesions(sample_root / "DL_info.csv")
-    image, entries = make_gallery(sample_root, table, per_type=1, tile_px=32,
-                                  context_slices=3)
+    image, entries = make_gallery(sample_root, table, per_type=1, tile_px=32, context_slices=3)
     assert entries and all(e.n_slices == 3 for e in entries)
     single, _ = make_gallery(sample_root, table, per_type=1, tile_px=32)
     assert image.shape[0] == single.shape[0] and image.shape[1] > single.shape[1]

@@ -3,17 +3,20 @@ import math
 
 import numpy as np
 
-from deeplesion.annotations import load_lesions
-from deeplesion.paths import slice_path
-from deeplesion.sample import read_truth, write_sample
-from deeplesion.slices import read_hu
-from deeplesion.stats import dataset_stats
-from deeplesion.validation import validate
+from deeplesion.data.annotations import load_lesions
+from deeplesion.data.paths import slice_path
+from deeplesion.data.sample import read_truth, write_sample
+from deeplesion.data.slices import read_hu
+from deeplesion.data.stats import dataset_stats
+from deeplesion.data.validation import validate
 
 
 def _digest(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_sample_validates_cleanly_with_images(sample_root):
@@ -35,8 +38,16 @@ def test_sample_covers_what_the_release_has(sample_root):
     assert max(len(s) for s in studies.values()) >= 3
     assert {l.image_size for l in table} >= {(512, 512), (768, 768)}
     labelled = {l.type_name for l in table if l.split != "train"}
-    assert labelled >= {"bone", "abdomen", "mediastinum", "liver", "lung", "kidney",
-                        "soft tissue", "pelvis"}
+    assert labelled >= {
+        "bone",
+        "abdomen",
+        "mediastinum",
+        "liver",
+        "lung",
+        "kidney",
+        "soft tissue",
+        "pelvis",
+    }
     assert any(l.age_years is None for l in table)
 
 
@@ -54,7 +65,7 @@ def test_lesions_are_where_the_annotations_say(sample_root):
     table = load_lesions(sample_root / "DL_info.csv")
     for l in table:
         hu = read_hu(sample_root / l.png_relpath).astype(float)
-        rows, cols = np.mgrid[0:hu.shape[0], 0:hu.shape[1]]
+        rows, cols = np.mgrid[0 : hu.shape[0], 0 : hu.shape[1]]
         x, y = cols + 1.0, rows + 1.0  # 1-based DL_info pixels
         x11, y11, x12, y12, x21, y21, x22, y22 = l.recist_px1
         cx, cy = (x11 + x12) / 2, (y11 + y12) / 2

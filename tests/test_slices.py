@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deeplesion.data.slices import hu_to_png, png_to_hu, read_hu, write_hu_png
+from deeplesion.data.windowing import PRESETS, Window, apply_window, parse_window
 from deeplesion.errors import ImageReadError
-from deeplesion.slices import hu_to_png, png_to_hu, read_hu, write_hu_png
-from deeplesion.windowing import PRESETS, Window, apply_window, parse_window
 
 
 def _independent_hu(path):
@@ -29,7 +29,7 @@ def test_real_series_reads_as_plausible_hu(real_series_dir):
         hu = read_hu(path)
         assert hu.dtype == np.int16 and hu.shape == (512, 512)
         assert np.array_equal(hu, _independent_hu(path))
-        assert -1100 <= hu.min() and hu.max() <= 4000
+        assert hu.min() >= -1100 and hu.max() <= 4000
         assert (hu < -900).mean() > 0.1  # air around the body
         assert ((hu > -200) & (hu < 200)).mean() > 0.1  # soft tissue
 
@@ -40,7 +40,7 @@ def test_real_key_slices_read_as_plausible_hu(real_liver_dir):
     for path in files:
         hu = read_hu(path)
         assert np.array_equal(hu, _independent_hu(path))
-        assert -1100 <= hu.min() and hu.max() <= 4000
+        assert hu.min() >= -1100 and hu.max() <= 4000
 
 
 @pytest.mark.parametrize("size", [512, 768, 1024])
@@ -57,15 +57,15 @@ def test_round_trip_every_release_size(tmp_path, size):
 def test_unreadable_files_raise_typed_errors(tmp_path):
     eight_bit = tmp_path / "8bit.png"
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(eight_bit)
-    with pytest.raises(ImageReadError, match="8bit.png.*not a 16-bit"):
+    with pytest.raises(ImageReadError, match=r"8bit\.png.*not a 16-bit"):
         read_hu(eight_bit)
     good = tmp_path / "good.png"
     write_hu_png(good, np.zeros((64, 64), np.int16))
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(good.read_bytes()[:60])
-    with pytest.raises(ImageReadError, match="truncated.png"):
+    with pytest.raises(ImageReadError, match=r"truncated\.png"):
         read_hu(truncated)
-    with pytest.raises(ImageReadError, match="missing.png") as info:
+    with pytest.raises(ImageReadError, match=r"missing\.png") as info:
         read_hu(tmp_path / "missing.png")
     assert isinstance(info.value, OSError)
 
@@ -83,9 +83,13 @@ def test_dicom_window_uses_the_key_slices_formula():
 
 def test_presets_from_width_and_level():
     # width/level from dataset-facts.md
-    for name, (width, level) in {"lung": (1500, -600), "mediastinum": (350, 50),
-                                 "soft-tissue": (400, 50), "liver": (150, 30),
-                                 "bone": (1800, 400)}.items():
+    for name, (width, level) in {
+        "lung": (1500, -600),
+        "mediastinum": (350, 50),
+        "soft-tissue": (400, 50),
+        "liver": (150, 30),
+        "bone": (1800, 400),
+    }.items():
         assert PRESETS[name] == Window(level - width / 2, level + width / 2)
     assert parse_window("full") == Window(-1024, 3071)
     assert parse_window("soft tissue") == PRESETS["soft-tissue"]

@@ -1,4 +1,4 @@
-"""Sub-volume index and loading (deeplesion.volumes)."""
+"""Sub-volume index and loading (deeplesion.data.volumes)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplesion.annotations import load_lesions, write_dl_info
-from deeplesion.context import load_context
-from deeplesion.volumes import (SubVolume, VolumeError, consecutive_runs, index_volumes,
-                                load_slice_range, load_subvolume)
+from deeplesion.data.annotations import load_lesions, write_dl_info
+from deeplesion.data.context import load_context
+from deeplesion.data.volumes import (
+    SubVolume,
+    VolumeError,
+    consecutive_runs,
+    index_volumes,
+    load_slice_range,
+    load_subvolume,
+)
 
 
 def _png_hu(path: Path) -> np.ndarray:
@@ -33,8 +39,11 @@ def _mirror(src: Path, dst: Path, folders: list[str] | None = None) -> Path:
         (dst / "Images_png" / folder).mkdir(parents=True)
         for png in (images / folder).iterdir():
             (dst / "Images_png" / folder / png.name).symlink_to(png)
-    lesions = [l for l in load_lesions(src / "DL_info.csv").lesions
-               if folders is None or l.series_folder in folders]
+    lesions = [
+        l
+        for l in load_lesions(src / "DL_info.csv").lesions
+        if folders is None or l.series_folder in folders
+    ]
     write_dl_info(lesions, dst / "DL_info.csv")
     return dst
 
@@ -78,17 +87,19 @@ def test_index_reports_what_does_not_fit(sample_root, tmp_path):
     assert index.find("000099_01_01", 3).spacing_mm is None
     missing = index.problems_of("row-without-image")
     assert {(p.folder, p.slice_number) for p in missing} == {("000008_01_01", 8)}
-    assert [(p.folder, p.slice_number) for p in index.problems_of("unreadable-slice")] == \
-        [("000005_01_01", 10)]
+    assert [(p.folder, p.slice_number) for p in index.problems_of("unreadable-slice")] == [
+        ("000005_01_01", 10)
+    ]
     names = [v.name for v in index.volumes if v.folder == "000005_01_01"]
     assert names == ["000005_01_01_002-009", "000005_01_01_011-014"]
     # without decoding, the corrupt slice is not noticed; the deleted one still splits
     quick = index_volumes(root, default_spacing_mm=(1.0, 1.0, 2.0))
-    assert [v.name for v in quick.volumes if v.folder == "000005_01_01"] == \
-        ["000005_01_01_002-014"]
+    assert [v.name for v in quick.volumes if v.folder == "000005_01_01"] == ["000005_01_01_002-014"]
     assert quick.find("000099_01_01", 4).spacing_mm == (1.0, 1.0, 2.0)
-    assert [v.name for v in quick.volumes if v.folder == "000008_01_01"] == \
-        ["000008_01_01_001-007", "000008_01_01_009-016"]
+    assert [v.name for v in quick.volumes if v.folder == "000008_01_01"] == [
+        "000008_01_01_001-007",
+        "000008_01_01_009-016",
+    ]
 
 
 def test_not_a_root(tmp_path):
@@ -123,8 +134,9 @@ def test_load_slice_range_maps_dl_info_pixels(sample_root):
     x1, y1, x2, y2 = (int(round(v)) for v in lesion.box_px1)
     key = lesion.key_slice_index
     png = _png_hu(sample_root / lesion.png_relpath)
-    assert np.array_equal(volume.hu_xyk[x1 - 1:x2, y1 - 1:y2, key - first],
-                          png[y1 - 1:y2, x1 - 1:x2].T)
+    assert np.array_equal(
+        volume.hu_xyk[x1 - 1 : x2, y1 - 1 : y2, key - first], png[y1 - 1 : y2, x1 - 1 : x2].T
+    )
     assert np.array_equal(volume.slice_hu(key), png)
 
 
@@ -132,8 +144,13 @@ def test_volume_context_equals_load_context(sample_root):
     for lesion in load_lesions(sample_root / "DL_info.csv").lesions[:4]:
         volume = load_slice_range(sample_root, lesion)
         ours = volume.context(lesion.key_slice_index, n_slices=9)
-        reference = load_context(sample_root, lesion.series_folder, lesion.key_slice_index,
-                                 lesion.slice_interval_mm, n_slices=9)
+        reference = load_context(
+            sample_root,
+            lesion.series_folder,
+            lesion.key_slice_index,
+            lesion.slice_interval_mm,
+            n_slices=9,
+        )
         np.testing.assert_allclose(ours, reference, atol=1e-3)
 
 

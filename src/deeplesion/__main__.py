@@ -1,3 +1,3 @@
-from .cli import main
+from deeplesion.cli import main
 
 main()

@@ -14,17 +14,26 @@ class CellError(DeepLesionError, ValueError):
     ``reason``; the message names all of them.
     """
 
-    def __init__(self, message: str, *, file: str = "", line: int | None = None,
-                 column: str = "", value: object = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str = "",
+        line: int | None = None,
+        column: str = "",
+        value: object = None,
+    ) -> None:
         self.file, self.line, self.column, self.value = file, line, column, value
         self.reason = message
         where = ", ".join(
-            part for part in (
+            part
+            for part in (
                 f"file {file}" if file else "",
                 f"line {line}" if line is not None else "",
                 f"column {column}" if column else "",
                 f"value {value!r}" if value is not None else "",
-            ) if part
+            )
+            if part
         )
         super().__init__(f"{where}: {message}" if where else message)
 

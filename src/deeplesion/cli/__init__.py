@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import __version__
+from deeplesion import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,4 +14,4 @@ def main() -> None:
 
 
 # Command modules register themselves on ``main`` when imported.
-from . import analysis, core, download, evaluate, review, sample, train, volumes  # noqa: E402,F401
+from deeplesion.cli import analysis, core, download, evaluate, review, sample, train, volumes  # noqa: E402,F401

@@ -9,10 +9,16 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from ..errors import DeepLesionError
+from deeplesion.errors import DeepLesionError
 
 # Piped output gets wide lines, so tables are not cut at 80 columns.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -22,14 +28,21 @@ err_console = Console(stderr=True, soft_wrap=True)
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator:
     """A rich progress bar; yields a callback ``update(completed, total=None)``."""
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
-                  transient=False) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    ) as progress:
         task = progress.add_task(description, total=total)
 
         def update(completed: int, total: int | None = None) -> None:
-            progress.update(task, completed=completed,
-                            **({"total": total} if total is not None else {}))
+            progress.update(
+                task, completed=completed, **({"total": total} if total is not None else {})
+            )
 
         yield update
 
@@ -55,14 +68,17 @@ def warn_unusable(table) -> None:
     """Say on stderr when a table's loading met errors (rows left out or flagged)."""
     fatal = [p for p in table.problems if p.fatal]
     if fatal:
-        err_console.print(f"[yellow]warning[/yellow]: {len(fatal)} error(s) in {table.source} "
-                          "(rows that cannot be parsed are left out); run `deeplesion "
-                          "validate` for the list", highlight=False)
+        err_console.print(
+            f"[yellow]warning[/yellow]: {len(fatal)} error(s) in {table.source} "
+            "(rows that cannot be parsed are left out); run `deeplesion "
+            "validate` for the list",
+            highlight=False,
+        )
 
 
 def load_table(root_or_csv: Path):
     """Load a DL_info.csv (or a root's), warning on stderr about rows it cannot use."""
-    from ..annotations import load_lesions
+    from deeplesion.data.annotations import load_lesions
 
     table = load_lesions(find_csv(root_or_csv))
     warn_unusable(table)

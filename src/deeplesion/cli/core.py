@@ -8,13 +8,19 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ..annotations import OFFICIAL_ROWS, git_blob_id, is_official, load_lesions
-from ..completeness import completeness
-from ..stats import dataset_stats
-from ..validation import validate as validate_csv
-from . import main
-from ._common import (console, fail_cleanly, find_csv, load_table, print_problems,
-                      progress_bar)
+from deeplesion.cli import main
+from deeplesion.cli._common import (
+    console,
+    fail_cleanly,
+    find_csv,
+    load_table,
+    print_problems,
+    progress_bar,
+)
+from deeplesion.data.annotations import OFFICIAL_ROWS, git_blob_id, is_official, load_lesions
+from deeplesion.data.stats import dataset_stats
+from deeplesion.data.validation import validate as validate_csv
+from deeplesion.fetch.completeness import completeness
 
 
 @main.command()
@@ -23,45 +29,64 @@ def info(root_or_csv: Path) -> None:
     """Describe a DL_info.csv, or a dataset root (folder with Images_png/ and DL_info.csv)."""
     with fail_cleanly():
         root = root_or_csv if root_or_csv.is_dir() else None
-        csv_path = find_csv(root_or_csv) if root is None or (root / "DL_info.csv").is_file() \
-            else None
+        csv_path = (
+            find_csv(root_or_csv) if root is None or (root / "DL_info.csv").is_file() else None
+        )
         if csv_path is not None:
             table = load_lesions(csv_path)
             stats = dataset_stats(table)
             official = is_official(csv_path)
             console.print(f"[bold]{csv_path}[/bold]")
-            console.print(f"  git blob id {git_blob_id(csv_path)}: "
-                          + ("[green]the official DL_info.csv[/green]" if official else
-                             f"not the official DL_info.csv ({len(table)} of "
-                             f"{OFFICIAL_ROWS} rows; a split, excerpt or modified copy)"))
-            console.print(f"  {stats['lesions']} lesions on {stats['key_slices']} key slices, "
-                          f"{stats['series']} series, {stats['studies']} studies, "
-                          f"{stats['patients']} patients")
+            console.print(
+                f"  git blob id {git_blob_id(csv_path)}: "
+                + (
+                    "[green]the official DL_info.csv[/green]"
+                    if official
+                    else f"not the official DL_info.csv ({len(table)} of "
+                    f"{OFFICIAL_ROWS} rows; a split, excerpt or modified copy)"
+                )
+            )
+            console.print(
+                f"  {stats['lesions']} lesions on {stats['key_slices']} key slices, "
+                f"{stats['series']} series, {stats['studies']} studies, "
+                f"{stats['patients']} patients"
+            )
             fatal = sum(p.fatal for p in table.problems)
             if table.problems:
-                console.print(f"  {fatal} fatal problems, {len(table.problems) - fatal} "
-                              "warnings (run `deeplesion validate`)")
+                console.print(
+                    f"  {fatal} fatal problems, {len(table.problems) - fatal} "
+                    "warnings (run `deeplesion validate`)"
+                )
         if root is not None:
             images = root / "Images_png"
             folders = [p for p in images.iterdir() if p.is_dir()] if images.is_dir() else []
             n_slices = sum(1 for f in folders for _ in f.glob("*.png"))
-            console.print(f"[bold]{root}[/bold]: {len(folders)} series folders, "
-                          f"{n_slices} slices in Images_png/")
+            console.print(
+                f"[bold]{root}[/bold]: {len(folders)} series folders, "
+                f"{n_slices} slices in Images_png/"
+            )
             if csv_path is not None:
                 c = completeness(root, table)
-                console.print(f"  series present: {c.series_present} of {c.series_expected} "
-                              f"({c.series_complete} complete)")
+                console.print(
+                    f"  series present: {c.series_present} of {c.series_expected} "
+                    f"({c.series_complete} complete)"
+                )
                 console.print(f"  slices present: {c.slices_present} of {c.slices_expected}")
-                console.print(f"  key slices present: {c.key_slices_present} of "
-                              f"{c.key_slices_expected}")
+                console.print(
+                    f"  key slices present: {c.key_slices_present} of {c.key_slices_expected}"
+                )
 
 
 @main.command()
-@click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, dir_okay=False,
-                                                          path_type=Path))
-@click.option("--images", "images_root", type=click.Path(exists=True, file_okay=False,
-                                                         path_type=Path),
-              help="Dataset root; also check that every key slice PNG exists.")
+@click.argument(
+    "csv_path", metavar="CSV", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--images",
+    "images_root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Dataset root; also check that every key slice PNG exists.",
+)
 @click.option("--max-shown", default=50, show_default=True, help="Problems to print.")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
 def validate(csv_path: Path, images_root: Path | None, max_shown: int, strict: bool) -> None:
@@ -70,8 +95,9 @@ def validate(csv_path: Path, images_root: Path | None, max_shown: int, strict: b
     with fail_cleanly(), progress_bar("validating rows", None) as update:
         report = validate_csv(csv_path, images_root=images_root, progress=update)
     print_problems(report.problems, max_shown)
-    console.print(f"{report.rows} rows: {len(report.fatal)} errors, "
-                  f"{len(report.warnings)} warnings")
+    console.print(
+        f"{report.rows} rows: {len(report.fatal)} errors, {len(report.warnings)} warnings"
+    )
     if report.fatal or (strict and report.problems):
         raise SystemExit(1)
 

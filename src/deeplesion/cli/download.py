@@ -7,25 +7,49 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TaskID,
-                           TextColumn, TimeRemainingColumn, TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
-from ..download import (PART_SUFFIX, RELEASE_PAGE, FileProgress, download_all, load_manifest,
-                        select_entries, verify as verify_files)
-from ..extract import ExtractProgress, extract_all, find_archives
-from . import main
-from ._common import console, err_console, fail_cleanly, print_problems
+from deeplesion.cli import main
+from deeplesion.cli._common import console, err_console, fail_cleanly, print_problems
+from deeplesion.fetch.download import (
+    PART_SUFFIX,
+    RELEASE_PAGE,
+    FileProgress,
+    download_all,
+    load_manifest,
+    select_entries,
+)
+from deeplesion.fetch.download import verify as verify_files
+from deeplesion.fetch.extract import ExtractProgress, extract_all, find_archives
 
-_MANIFEST = click.option("--manifest", type=click.Path(exists=True, dir_okay=False,
-                                                       path_type=Path),
-                         help="Tab-separated file,url,md5 list (default: the official one).")
-_ONLY = click.option("--only", metavar="NUMBERS",
-                     help="Zip numbers, e.g. '1-5,9'; files without a number are kept.")
+_MANIFEST = click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Tab-separated file,url,md5 list (default: the official one).",
+)
+_ONLY = click.option(
+    "--only", metavar="NUMBERS", help="Zip numbers, e.g. '1-5,9'; files without a number are kept."
+)
 
 
 def _byte_progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=err_console)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
 
 
 class _DownloadBars:
@@ -50,8 +74,11 @@ class _DownloadBars:
             total = None  # a server that does not say how big a file is
         else:  # files not started yet are guessed at the mean size of the others
             total = to_fetch + len(self.unstarted) * sum(sizes.values()) // len(sizes)
-        label = "all files" + (f" ({len(self.unstarted)} not started, estimated)"
-                               if self.unstarted and total is not None else "")
+        label = "all files" + (
+            f" ({len(self.unstarted)} not started, estimated)"
+            if self.unstarted and total is not None
+            else ""
+        )
         self.progress.update(self.overall, completed=fetched, total=total, description=label)
 
     def __call__(self, event: FileProgress) -> None:
@@ -61,14 +88,21 @@ class _DownloadBars:
             if event.state in ("downloading", "verifying", "retrying"):
                 if name not in self.tasks:
                     self.tasks[name] = self.progress.add_task(
-                        name, total=event.total_bytes, completed=event.done_bytes)
-                label = {"downloading": name, "verifying": f"{name} [cyan](checking MD5)",
-                         "retrying": f"{name} [yellow](retrying: {escape(event.message)})"}
-                self.progress.update(self.tasks[name], description=label[event.state],
-                                     completed=event.done_bytes, total=event.total_bytes)
+                        name, total=event.total_bytes, completed=event.done_bytes
+                    )
+                label = {
+                    "downloading": name,
+                    "verifying": f"{name} [cyan](checking MD5)",
+                    "retrying": f"{name} [yellow](retrying: {escape(event.message)})",
+                }
+                self.progress.update(
+                    self.tasks[name],
+                    description=label[event.state],
+                    completed=event.done_bytes,
+                    total=event.total_bytes,
+                )
                 if event.state == "downloading":
-                    self.start[name] = min(self.start.get(name, event.done_bytes),
-                                           event.done_bytes)
+                    self.start[name] = min(self.start.get(name, event.done_bytes), event.done_bytes)
                     self.done[name] = event.done_bytes
                     self.total[name] = event.total_bytes
                     self._update_overall()
@@ -81,24 +115,52 @@ class _DownloadBars:
                 if name in self.done:  # count it as finished so the overall bar can end
                     self.total[name] = self.done[name]
                     self._update_overall()
-                self.progress.console.print(f"[red]failed[/red] {name}: "
-                                            f"{escape(event.message)}")
+                self.progress.console.print(f"[red]failed[/red] {name}: {escape(event.message)}")
 
 
 @main.command()
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @_MANIFEST
 @_ONLY
-@click.option("--parallel", type=click.IntRange(1, 16), default=2, show_default=True,
-              help="Files fetched at the same time.")
-@click.option("--retries", type=click.IntRange(0, 1000), default=5, show_default=True,
-              help="Consecutive attempts without progress before giving up on a file.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1), default=60.0,
-              show_default=True, help="Seconds without data before an attempt is dropped.")
-@click.option("--backoff", "backoff_s", type=click.FloatRange(0), default=1.0,
-              show_default=True, help="First pause between retries (doubles each time).")
-def download(dest: Path, manifest: Path | None, only: str | None, parallel: int,
-             retries: int, timeout_s: float, backoff_s: float) -> None:
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Files fetched at the same time.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 1000),
+    default=5,
+    show_default=True,
+    help="Consecutive attempts without progress before giving up on a file.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds without data before an attempt is dropped.",
+)
+@click.option(
+    "--backoff",
+    "backoff_s",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="First pause between retries (doubles each time).",
+)
+def download(
+    dest: Path,
+    manifest: Path | None,
+    only: str | None,
+    parallel: int,
+    retries: int,
+    timeout_s: float,
+    backoff_s: float,
+) -> None:
     """Download the release zips into DEST: resumable, retried, MD5-verified.
 
     Rerun the same command to resume; files already present and verified are skipped."""
@@ -106,27 +168,39 @@ def download(dest: Path, manifest: Path | None, only: str | None, parallel: int,
         entries = select_entries(load_manifest(manifest), only)
         try:
             with _byte_progress() as progress:
-                report = download_all(entries, dest, parallel=parallel, retries=retries,
-                                      timeout_s=timeout_s, backoff_s=backoff_s,
-                                      progress=_DownloadBars(progress,
-                                                              [e.file for e in entries]))
+                report = download_all(
+                    entries,
+                    dest,
+                    parallel=parallel,
+                    retries=retries,
+                    timeout_s=timeout_s,
+                    backoff_s=backoff_s,
+                    progress=_DownloadBars(progress, [e.file for e in entries]),
+                )
         except KeyboardInterrupt:
-            err_console.print(f"interrupted: partial files ({PART_SUFFIX}) are kept; run the "
-                              "same command again to resume")
+            err_console.print(
+                f"interrupted: partial files ({PART_SUFFIX}) are kept; run the "
+                "same command again to resume"
+            )
             raise SystemExit(130) from None
     downloaded, present = report.with_status("downloaded"), report.with_status("present")
-    console.print(f"{dest}: {len(downloaded)} downloaded, {len(present)} already present, "
-                  f"{len(report.failed)} failed "
-                  f"({sum(r.fetched_bytes for r in report.results) / 1e6:.1f} MB fetched)")
+    console.print(
+        f"{dest}: {len(downloaded)} downloaded, {len(present)} already present, "
+        f"{len(report.failed)} failed "
+        f"({sum(r.fetched_bytes for r in report.results) / 1e6:.1f} MB fetched)"
+    )
     if not any(e.file == "DL_info.csv" for e in entries):
-        console.print(f"DL_info.csv is not in the manifest: download it from {RELEASE_PAGE} "
-                      "and put it in the dataset root next to Images_png/.")
+        console.print(
+            f"DL_info.csv is not in the manifest: download it from {RELEASE_PAGE} "
+            "and put it in the dataset root next to Images_png/."
+        )
     if report.failed:
         for r in report.failed:
             console.print(f"[red]FAILED[/red] {r.file}: {escape(r.error)}")
         raise click.ClickException(
             f"{len(report.failed)} file(s) failed: {', '.join(r.file for r in report.failed)}"
-            "; run the same command again to retry them")
+            "; run the same command again to retry them"
+        )
 
 
 @main.command()
@@ -142,16 +216,21 @@ def verify(dest: Path, manifest: Path | None, only: str | None) -> None:
 
             def update(event: FileProgress) -> None:
                 if event.file not in tasks:
-                    tasks[event.file] = progress.add_task(f"{event.file} (MD5)",
-                                                          total=event.total_bytes)
+                    tasks[event.file] = progress.add_task(
+                        f"{event.file} (MD5)", total=event.total_bytes
+                    )
                 progress.update(tasks[event.file], completed=event.done_bytes)
                 if event.done_bytes == event.total_bytes:
                     progress.remove_task(tasks[event.file])
 
             report = verify_files(dest, entries, progress=update)
-    labels = {"complete": "[green]complete[/green]", "unchecked": "present (no MD5 to check)",
-              "partial": "[yellow]partial[/yellow]", "missing": "[yellow]missing[/yellow]",
-              "corrupt": "[red]corrupt[/red]"}
+    labels = {
+        "complete": "[green]complete[/green]",
+        "unchecked": "present (no MD5 to check)",
+        "partial": "[yellow]partial[/yellow]",
+        "missing": "[yellow]missing[/yellow]",
+        "corrupt": "[red]corrupt[/red]",
+    }
     for check in report.checks:
         if check.status == "complete":
             continue
@@ -162,8 +241,10 @@ def verify(dest: Path, manifest: Path | None, only: str | None) -> None:
             detail = f": {check.size_bytes} bytes in {check.file}{PART_SUFFIX}"
         console.print(f"{labels[check.status]} {check.file}{detail}")
     counts = {s: len(report.with_status(s)) for s in labels}
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s == "complete")
-                  + f" (of {len(report.checks)} files in the manifest)")
+    console.print(
+        ", ".join(f"{n} {s}" for s, n in counts.items() if n or s == "complete")
+        + f" (of {len(report.checks)} files in the manifest)"
+    )
     if not report.ok:
         raise SystemExit(1)
 
@@ -181,25 +262,36 @@ def extract(dest: Path, root: Path, max_shown: int) -> None:
         archives = find_archives(dest)
         if not archives:
             raise click.ClickException(f"{dest}: no Images_png_*.zip files here")
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TimeRemainingColumn(), console=err_console)
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+        )
         with progress:
             tasks: dict[str, TaskID] = {}
 
             def update(event: ExtractProgress) -> None:
                 if event.archive not in tasks:
-                    tasks[event.archive] = progress.add_task(event.archive,
-                                                             total=event.total_members)
+                    tasks[event.archive] = progress.add_task(
+                        event.archive, total=event.total_members
+                    )
                 progress.update(tasks[event.archive], completed=event.done_members)
 
             report = extract_all(archives, root, progress=update)
     for result in report.archives:
-        state = f"[red]unreadable[/red]: {escape(result.error)}" if result.error else \
-            f"{result.written} written, {result.skipped} already there, " \
+        state = (
+            f"[red]unreadable[/red]: {escape(result.error)}"
+            if result.error
+            else f"{result.written} written, {result.skipped} already there, "
             f"{len(result.problems)} refused or corrupt"
+        )
         console.print(f"{result.archive.name}: {state}")
     print_problems(report.problems, max_shown)
-    console.print(f"{root}: {report.written} files written, {report.skipped} already there "
-                  f"from {len(report.archives)} archive(s)")
+    console.print(
+        f"{root}: {report.written} files written, {report.skipped} already there "
+        f"from {len(report.archives)} archive(s)"
+    )
     if not report.ok:
         raise SystemExit(1)

@@ -8,15 +8,27 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ..evaluation import froc as froc_mod
-from ..evaluation.froc import FP_RATES, STRATA, evaluate_detection, ground_truth, read_predictions
-from ..evaluation.froc3d import (evaluate_detection_3d, read_boxes_3d, read_volume_list)
-from ..evaluation.measurement import evaluate_measurements, read_measurements
-from ..evaluation.plot import plot_froc
-from ..evaluation.tagging import (align_scores, choose_thresholds, hand_labelled,
-                                  lesanet_labels, read_tag_scores, tagging_metrics)
-from . import main
-from ._common import console, err_console, fail_cleanly, load_table
+from deeplesion.cli import main
+from deeplesion.cli._common import console, err_console, fail_cleanly, load_table
+from deeplesion.evaluation import froc as froc_mod
+from deeplesion.evaluation.froc import (
+    FP_RATES,
+    STRATA,
+    evaluate_detection,
+    ground_truth,
+    read_predictions,
+)
+from deeplesion.evaluation.froc3d import evaluate_detection_3d, read_boxes_3d, read_volume_list
+from deeplesion.evaluation.measurement import evaluate_measurements, read_measurements
+from deeplesion.evaluation.plot import plot_froc
+from deeplesion.evaluation.tagging import (
+    align_scores,
+    choose_thresholds,
+    hand_labelled,
+    lesanet_labels,
+    read_tag_scores,
+    tagging_metrics,
+)
 
 _EXISTING = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -32,37 +44,68 @@ def evaluate() -> None:
 
 def _plot_suffix(path: Path | None) -> Path | None:
     if path is not None and path.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise click.BadParameter(f"{path}: use a .png, .svg or .pdf file name",
-                                 param_hint="--plot")
+        raise click.BadParameter(f"{path}: use a .png, .svg or .pdf file name", param_hint="--plot")
     return path
 
 
 @evaluate.command()
 @click.argument("predictions", type=_EXISTING)
-@click.option("--annotations", "annotations", required=True,
-              type=click.Path(exists=True, path_type=Path),
-              help="DL_info.csv (or a split of it, or a dataset root holding it).")
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test",
-              show_default=True)
-@click.option("--iou", type=click.FloatRange(0, 1, min_open=True), default=0.5,
-              show_default=True,
-              help="IoU a detection needs to find a lesion.")
-@click.option("--extrapolate", is_flag=True,
-              help="Past the curve's end, extend it linearly (3DCE) instead of holding "
-                   "the last sensitivity (MULAN, A3D).")
-@click.option("--by", "by", multiple=True, type=click.Choice(STRATA),
-              help="Also report per stratum of lesions (repeatable).")
-@click.option("--coco-images", type=_EXISTING,
-              help="COCO export giving images[].id -> file_name, for a COCO results JSON.")
+@click.option(
+    "--annotations",
+    "annotations",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="DL_info.csv (or a split of it, or a dataset root holding it).",
+)
+@click.option(
+    "--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True
+)
+@click.option(
+    "--iou",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="IoU a detection needs to find a lesion.",
+)
+@click.option(
+    "--extrapolate",
+    is_flag=True,
+    help="Past the curve's end, extend it linearly (3DCE) instead of holding "
+    "the last sensitivity (MULAN, A3D).",
+)
+@click.option(
+    "--by",
+    "by",
+    multiple=True,
+    type=click.Choice(STRATA),
+    help="Also report per stratum of lesions (repeatable).",
+)
+@click.option(
+    "--coco-images",
+    type=_EXISTING,
+    help="COCO export giving images[].id -> file_name, for a COCO results JSON.",
+)
 @click.option("--strict", is_flag=True, help="Stop at the first bad prediction row.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
-              callback=lambda ctx, param, value: _plot_suffix(value),
-              help="Write the FROC curve with the published methods' points "
-                   "(.png, .svg or .pdf).")
-def detection(predictions: Path, annotations: Path, split: str, iou: float,
-              extrapolate: bool, by: tuple[str, ...], coco_images: Path | None, strict: bool,
-              as_json: bool, plot_path: Path | None) -> None:
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=lambda ctx, param, value: _plot_suffix(value),
+    help="Write the FROC curve with the published methods' points (.png, .svg or .pdf).",
+)
+def detection(
+    predictions: Path,
+    annotations: Path,
+    split: str,
+    iou: float,
+    extrapolate: bool,
+    by: tuple[str, ...],
+    coco_images: Path | None,
+    strict: bool,
+    as_json: bool,
+    plot_path: Path | None,
+) -> None:
     """Key-slice FROC: sensitivity at 0.5, 1, 2, 4, 8, 16 FPs per image."""
     with fail_cleanly():
         table = load_table(annotations)
@@ -70,8 +113,9 @@ def detection(predictions: Path, annotations: Path, split: str, iou: float,
         dets = read_predictions(predictions, gt, strict=strict, coco_images=coco_images)
         result = evaluate_detection(gt, dets, iou=iou, extrapolate=extrapolate, by=by)
         if plot_path is not None:
-            plot_froc({f"{predictions.name} ({split})": result.curve}, plot_path,
-                      extrapolate=extrapolate)
+            plot_froc(
+                {f"{predictions.name} ({split})": result.curve}, plot_path, extrapolate=extrapolate
+            )
     for problem in dets.problems[:10]:
         err_console.print(f"skipped: {problem}", markup=False, highlight=False)
     if len(dets.problems) > 10:
@@ -81,40 +125,63 @@ def detection(predictions: Path, annotations: Path, split: str, iou: float,
         out["problems"] = [str(p) for p in dets.problems[:100]]
         click.echo(json.dumps(out, indent=2))
         return
-    t = Table(title=f"FROC on {split}: {result.n_images} images, {result.n_lesions} lesions, "
-                    f"{result.n_detections} detections")
+    t = Table(
+        title=f"FROC on {split}: {result.n_images} images, {result.n_lesions} lesions, "
+        f"{result.n_detections} detections"
+    )
     t.add_column("lesions", no_wrap=True)
     for rate in FP_RATES:
         t.add_column(f"{rate:g} FP", justify="right")
     t.add_column("avg 0.5-4", justify="right")
-    t.add_row("all", *(_fmt(result.sensitivity[froc_mod.rate_key(r)]) for r in FP_RATES),
-              _fmt(result.average))
+    t.add_row(
+        "all",
+        *(_fmt(result.sensitivity[froc_mod.rate_key(r)]) for r in FP_RATES),
+        _fmt(result.average),
+    )
     for name, strata in result.strata.items():
         for s in strata:
-            t.add_row(f"{name} {s.name} (n={s.n_lesions})",
-                      *(_fmt(s.sensitivity[froc_mod.rate_key(r)]) for r in FP_RATES),
-                      _fmt(s.average))
+            t.add_row(
+                f"{name} {s.name} (n={s.n_lesions})",
+                *(_fmt(s.sensitivity[froc_mod.rate_key(r)]) for r in FP_RATES),
+                _fmt(s.average),
+            )
     console.print(t)
-    console.print(f"sensitivity in %; ignored rows for images not evaluated (other splits, "
-                  f"or only noisy lesions): {result.ignored_outside}; skipped bad rows: "
-                  f"{result.skipped_rows}")
+    console.print(
+        f"sensitivity in %; ignored rows for images not evaluated (other splits, "
+        f"or only noisy lesions): {result.ignored_outside}; skipped bad rows: "
+        f"{result.skipped_rows}"
+    )
     if plot_path is not None:
         console.print(f"wrote {plot_path}")
 
 
 @evaluate.command()
 @click.argument("predictions", type=_EXISTING)
-@click.option("--ground-truth", "gt_path", required=True, type=_EXISTING,
-              help="CSV volume,x1,y1,z1,x2,y2,z2 of the manually labelled 3-D boxes.")
-@click.option("--volumes", "volumes_path", type=_EXISTING,
-              help="Case list of the evaluated sub-volumes (column Nifti_ct_name); "
-                   "default: the volumes with ground truth.")
-@click.option("--iobb", type=click.FloatRange(0, 1, min_open=True), default=0.3,
-              show_default=True)
+@click.option(
+    "--ground-truth",
+    "gt_path",
+    required=True,
+    type=_EXISTING,
+    help="CSV volume,x1,y1,z1,x2,y2,z2 of the manually labelled 3-D boxes.",
+)
+@click.option(
+    "--volumes",
+    "volumes_path",
+    type=_EXISTING,
+    help="Case list of the evaluated sub-volumes (column Nifti_ct_name); "
+    "default: the volumes with ground truth.",
+)
+@click.option("--iobb", type=click.FloatRange(0, 1, min_open=True), default=0.3, show_default=True)
 @click.option("--strict", is_flag=True, help="Stop at the first bad prediction row.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def detection3d(predictions: Path, gt_path: Path, volumes_path: Path | None, iobb: float,
-                strict: bool, as_json: bool) -> None:
+def detection3d(
+    predictions: Path,
+    gt_path: Path,
+    volumes_path: Path | None,
+    iobb: float,
+    strict: bool,
+    as_json: bool,
+) -> None:
     """3-D FROC on the 1K set (LENS): IoBB >= 0.3, mean sensitivity at 0.125-8 FPs/volume."""
     with fail_cleanly():
         gt = read_boxes_3d(gt_path, scored=False, strict=True)
@@ -136,19 +203,42 @@ def detection3d(predictions: Path, gt_path: Path, volumes_path: Path | None, iob
 
 @evaluate.command()
 @click.argument("scores", type=_EXISTING)
-@click.option("--labels", "labels_path", required=True, type=_EXISTING,
-              help="LesaNet text_mined_labels_171_and_split.json.")
-@click.option("--hand-labelled", "hand_path", type=_EXISTING,
-              help="Evaluate on LesaNet's hand_labeled_test_set.json instead of the "
-                   "text-mined test split.")
-@click.option("--val-scores", type=_EXISTING,
-              help="Scores on the val split: per-tag thresholds maximising F1 are chosen there.")
-@click.option("--threshold", type=float, default=0.5, show_default=True,
-              help="Single threshold for every tag when --val-scores is not given.")
+@click.option(
+    "--labels",
+    "labels_path",
+    required=True,
+    type=_EXISTING,
+    help="LesaNet text_mined_labels_171_and_split.json.",
+)
+@click.option(
+    "--hand-labelled",
+    "hand_path",
+    type=_EXISTING,
+    help="Evaluate on LesaNet's hand_labeled_test_set.json instead of the text-mined test split.",
+)
+@click.option(
+    "--val-scores",
+    type=_EXISTING,
+    help="Scores on the val split: per-tag thresholds maximising F1 are chosen there.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Single threshold for every tag when --val-scores is not given.",
+)
 @click.option("--per-tag", is_flag=True, help="Include per-tag metrics in the JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def tagging(scores: Path, labels_path: Path, hand_path: Path | None, val_scores: Path | None,
-            threshold: float, per_tag: bool, as_json: bool) -> None:
+def tagging(
+    scores: Path,
+    labels_path: Path,
+    hand_path: Path | None,
+    val_scores: Path | None,
+    threshold: float,
+    per_tag: bool,
+    as_json: bool,
+) -> None:
     """Tag AUC / precision / recall / F1 (uncertain labels masked).
 
     SCORES is a CSV with header lesion_idx,<term>,... (all 171 terms), lesion_idx being the
@@ -163,33 +253,43 @@ def tagging(scores: Path, labels_path: Path, hand_path: Path | None, val_scores:
         if val_scores is not None:
             val = lesanet_labels(labels_path, "val")
             v_idxs, v_values = read_tag_scores(val_scores, val.terms)
-            thresholds = choose_thresholds(align_scores(val, v_idxs, v_values, str(val_scores)),
-                                           val.relevant, val.mask)
-        result = tagging_metrics(test_scores, labels.relevant, labels.mask, thresholds,
-                                 labels.terms)
+            thresholds = choose_thresholds(
+                align_scores(val, v_idxs, v_values, str(val_scores)), val.relevant, val.mask
+            )
+        result = tagging_metrics(
+            test_scores, labels.relevant, labels.mask, thresholds, labels.terms
+        )
     out = result.to_json(per_tag=per_tag)
     out["set"] = "hand-labelled" if hand_path else "text-mined test"
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
-    t = Table(title=f"tagging on the {out['set']} set ({result.n_lesions} lesions)",
-              show_header=False)
+    t = Table(
+        title=f"tagging on the {out['set']} set ({result.n_lesions} lesions)", show_header=False
+    )
     for key, value in out.items():
         if key not in ("per_tag", "set"):
-            t.add_row(key.replace("_", " "),
-                      f"{value:.4f}" if isinstance(value, float) else str(value))
+            t.add_row(
+                key.replace("_", " "), f"{value:.4f}" if isinstance(value, float) else str(value)
+            )
     console.print(t)
 
 
 @evaluate.command()
 @click.argument("predictions", type=_EXISTING)
-@click.option("--annotations", required=True, type=click.Path(exists=True, path_type=Path),
-              help="DL_info.csv (or a split of it) the row_index values refer to.")
-@click.option("--nearest-vertex", is_flag=True,
-              help="Distance to the nearest contour vertex instead of the nearest edge.")
+@click.option(
+    "--annotations",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="DL_info.csv (or a split of it) the row_index values refer to.",
+)
+@click.option(
+    "--nearest-vertex",
+    is_flag=True,
+    help="Distance to the nearest contour vertex instead of the nearest edge.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def measurement(predictions: Path, annotations: Path, nearest_vertex: bool,
-                as_json: bool) -> None:
+def measurement(predictions: Path, annotations: Path, nearest_vertex: bool, as_json: bool) -> None:
     """RECIST diameter error and end-point-to-contour distance, in mm.
 
     PREDICTIONS: CSV row_index,file_name,x11,y11,x12,y12,x21,y21,x22,y22[,contour].
@@ -204,6 +304,5 @@ def measurement(predictions: Path, annotations: Path, nearest_vertex: bool,
         return
     t = Table(title=f"measurement ({result.n_lesions} lesions)", show_header=False)
     for key, value in out.items():
-        t.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float)
-                  else str(value))
+        t.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
     console.print(t)

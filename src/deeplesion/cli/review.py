@@ -6,20 +6,38 @@ from pathlib import Path
 
 import click
 
-from ..annotations import LESION_TYPES, TYPE_CODES, LesionTable, split_code
-from ..windowing import PRESETS, parse_window
-from . import main
-from ._common import console, err_console, fail_cleanly, find_csv, load_table, progress_bar
+from deeplesion.cli import main
+from deeplesion.cli._common import (
+    console,
+    err_console,
+    fail_cleanly,
+    find_csv,
+    load_table,
+    progress_bar,
+)
+from deeplesion.data.annotations import LESION_TYPES, TYPE_CODES, LesionTable, split_code
+from deeplesion.data.windowing import PRESETS, parse_window
 
-_SPLIT = click.option("--split", "splits", multiple=True,
-                      type=click.Choice(["train", "val", "test"]),
-                      help="Only these splits (repeatable).")
-_TYPE = click.option("--type", "types", multiple=True, metavar="NAME|CODE",
-                     help="Only these lesion types, e.g. 'liver' or 4 (repeatable).")
-_CSV = click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False,
-                                                         path_type=Path),
-                    help="Annotation file (default: ROOT/DL_info.csv). Extra columns are "
-                         "fine.")
+_SPLIT = click.option(
+    "--split",
+    "splits",
+    multiple=True,
+    type=click.Choice(["train", "val", "test"]),
+    help="Only these splits (repeatable).",
+)
+_TYPE = click.option(
+    "--type",
+    "types",
+    multiple=True,
+    metavar="NAME|CODE",
+    help="Only these lesion types, e.g. 'liver' or 4 (repeatable).",
+)
+_CSV = click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Annotation file (default: ROOT/DL_info.csv). Extra columns are fine.",
+)
 
 
 def _type_codes(types: tuple[str, ...]) -> set[int]:
@@ -33,7 +51,9 @@ def _type_codes(types: tuple[str, ...]) -> set[int]:
         else:
             raise click.BadParameter(
                 f"unknown lesion type {text!r}; allowed: {', '.join(TYPE_CODES)} or "
-                f"{sorted(LESION_TYPES)}", param_hint="--type")
+                f"{sorted(LESION_TYPES)}",
+                param_hint="--type",
+            )
     return codes
 
 
@@ -48,8 +68,10 @@ def _filter(table: LesionTable, splits=(), types=(), files=()) -> LesionTable:
         names = {n.strip() for f in files for n in f.split(",") if n.strip()}
         unknown = sorted(names - {l.file_name for l in table})
         if unknown:
-            raise click.BadParameter(f"not in {table.source} (after other filters): "
-                                     f"{', '.join(unknown)}", param_hint="--files")
+            raise click.BadParameter(
+                f"not in {table.source} (after other filters): {', '.join(unknown)}",
+                param_hint="--files",
+            )
         table = table.select(lambda l: l.file_name in names)
     return table
 
@@ -73,53 +95,98 @@ def _load(root_or_csv: Path, csv_path: Path | None) -> LesionTable:
     table = load_table(csv_path or root_or_csv)
     fatal = [p for p in table.problems if p.fatal]
     if fatal:
-        err_console.print(f"[yellow]{len(fatal)} rows skipped (run `deeplesion validate`); "
-                          f"first: {fatal[0]}[/yellow]", highlight=False)
+        err_console.print(
+            f"[yellow]{len(fatal)} rows skipped (run `deeplesion validate`); "
+            f"first: {fatal[0]}[/yellow]",
+            highlight=False,
+        )
     return table
 
 
 @main.command()
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Folder for the PNGs (one per key slice, named by File_name).")
-@click.option("--window", default="dicom", show_default=True,
-              help=f"dicom (the row's DICOM_windows), {', '.join(PRESETS)}, or MIN,MAX HU.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for the PNGs (one per key slice, named by File_name).",
+)
+@click.option(
+    "--window",
+    default="dicom",
+    show_default=True,
+    help=f"dicom (the row's DICOM_windows), {', '.join(PRESETS)}, or MIN,MAX HU.",
+)
 @_SPLIT
 @_TYPE
-@click.option("--files", multiple=True, metavar="NAME",
-              help="Only these key slices (File_name; repeatable or comma-separated).")
+@click.option(
+    "--files",
+    multiple=True,
+    metavar="NAME",
+    help="Only these key slices (File_name; repeatable or comma-separated).",
+)
 @_CSV
-@click.option("--crops", is_flag=True,
-              help="Also write OUT/crops/: each lesion zoomed, context slices side by side.")
-@click.option("--context", "context_slices", default=3, show_default=True,
-              callback=_odd_context, help="Slices per crop (odd; 2 mm apart).")
+@click.option(
+    "--crops",
+    is_flag=True,
+    help="Also write OUT/crops/: each lesion zoomed, context slices side by side.",
+)
+@click.option(
+    "--context",
+    "context_slices",
+    default=3,
+    show_default=True,
+    callback=_odd_context,
+    help="Slices per crop (odd; 2 mm apart).",
+)
 @click.option("--line-width", default=1, show_default=True, help="Line width in pixels.")
 @click.option("--overwrite", is_flag=True, help="Redraw PNGs that already exist.")
-def render(root: Path, out_dir: Path, window: str, splits, types, files, csv_path,
-           crops: bool, context_slices: int, line_width: int, overwrite: bool) -> None:
+def render(
+    root: Path,
+    out_dir: Path,
+    window: str,
+    splits,
+    types,
+    files,
+    csv_path,
+    crops: bool,
+    context_slices: int,
+    line_width: int,
+    overwrite: bool,
+) -> None:
     """Key slices with their lesions drawn (long axis, short axis, box, label).
 
     ROOT is a dataset root (Images_png/<folder>/<NNN>.png) or a flat folder of key slices
     named by File_name (ROOT/Images_png/<File_name> or ROOT/<File_name>). Existing PNGs
     are kept, so an interrupted run resumes.
     """
-    from ..render import DrawStyle, group_by_key_slice, render_key_slices
+    from deeplesion.review.render import DrawStyle, group_by_key_slice, render_key_slices
 
     with fail_cleanly():
         table = _filter(_load(root, csv_path), splits, types, files)
         _check_window(window)
         n = len(group_by_key_slice(table))
         with progress_bar("rendering key slices", n) as update:
-            result = render_key_slices(root, table, out_dir, window=window,
-                                       style=DrawStyle(line_width_px=line_width),
-                                       overwrite=overwrite, crops=crops,
-                                       context_slices=context_slices, progress=update)
+            result = render_key_slices(
+                root,
+                table,
+                out_dir,
+                window=window,
+                style=DrawStyle(line_width_px=line_width),
+                overwrite=overwrite,
+                crops=crops,
+                context_slices=context_slices,
+                progress=update,
+            )
     for name, reason in result.failed:
         err_console.print(f"[red]failed[/red] {name}: {reason}", highlight=False)
     counts = f"{len(result.written)} key slices written, {len(result.skipped)} already there"
     if crops:
-        counts += (f"; {len(result.crops_written)} crops written, "
-                   f"{len(result.crops_skipped)} already there")
+        counts += (
+            f"; {len(result.crops_written)} crops written, "
+            f"{len(result.crops_skipped)} already there"
+        )
     console.print(f"{counts}; {len(result.failed)} failed -> {out_dir}")
     kept = len(result.skipped) + len(result.crops_skipped)
     if kept:
@@ -130,84 +197,152 @@ def render(root: Path, out_dir: Path, window: str, splits, types, files, csv_pat
 
 @main.command()
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
-              help="Output PNG.")
+@click.option(
+    "--out", "out_path", required=True, type=click.Path(path_type=Path), help="Output PNG."
+)
 @click.option("--per-type", default=4, show_default=True, help="Lesions per type.")
 @click.option("--seed", default=0, show_default=True, help="Random seed of the choice.")
-@click.option("--context", "context_slices", default=1, show_default=True,
-              callback=_odd_context, help="Slices per tile (odd; 3 shows the neighbours 2 mm away).")
+@click.option(
+    "--context",
+    "context_slices",
+    default=1,
+    show_default=True,
+    callback=_odd_context,
+    help="Slices per tile (odd; 3 shows the neighbours 2 mm away).",
+)
 @click.option("--tile", "tile_px", default=128, show_default=True, help="Tile size (px).")
 @click.option("--window", default="dicom", show_default=True, help="As for render.")
 @click.option("--unlabelled", is_flag=True, help="Add a row of unlabelled (train) lesions.")
 @_SPLIT
 @_TYPE
 @_CSV
-def gallery(root: Path, out_path: Path, per_type: int, seed: int, context_slices: int,
-            tile_px: int, window: str, unlabelled: bool, splits, types, csv_path) -> None:
+def gallery(
+    root: Path,
+    out_path: Path,
+    per_type: int,
+    seed: int,
+    context_slices: int,
+    tile_px: int,
+    window: str,
+    unlabelled: bool,
+    splits,
+    types,
+    csv_path,
+) -> None:
     """A montage of lesion crops grouped by lesion type, labelled a., b., c. ..."""
-    from ..gallery import write_gallery
+    from deeplesion.review.gallery import write_gallery
 
     with fail_cleanly():
         table = _filter(_load(root, csv_path), splits, types)
         _check_window(window)
-        entries = write_gallery(out_path, root, table, per_type=per_type, seed=seed,
-                                tile_px=tile_px, context_slices=context_slices,
-                                window=window, include_unlabelled=unlabelled)
+        entries = write_gallery(
+            out_path,
+            root,
+            table,
+            per_type=per_type,
+            seed=seed,
+            tile_px=tile_px,
+            context_slices=context_slices,
+            window=window,
+            include_unlabelled=unlabelled,
+        )
     single = sum(e.n_slices < context_slices for e in entries)
     if single:
-        err_console.print(f"[yellow]{single} of {len(entries)} tiles show the key slice "
-                          f"only: context slices not found under {root} (flat layout, "
-                          "key slices only)[/yellow]",
-                          highlight=False)
+        err_console.print(
+            f"[yellow]{single} of {len(entries)} tiles show the key slice "
+            f"only: context slices not found under {root} (flat layout, "
+            "key slices only)[/yellow]",
+            highlight=False,
+        )
     console.print(f"{len(entries)} lesions -> {out_path}")
 
 
 @main.command()
 @click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
-              help="Output file: .png, .svg or .pdf.")
-@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True),
-              help="Plot a random fraction of the lesions (the README figure used 0.15).")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output file: .png, .svg or .pdf.",
+)
+@click.option(
+    "--fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Plot a random fraction of the lesions (the README figure used 0.15).",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-unlabelled", is_flag=True, help="Leave out unlabelled (grey) lesions.")
-@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Dataset root: show example crops around the map with leader lines.")
-@click.option("--thumbnails", default=8, show_default=True,
-              help="How many crops with --root (one per type).")
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Dataset root: show example crops around the map with leader lines.",
+)
+@click.option(
+    "--thumbnails", default=8, show_default=True, help="How many crops with --root (one per type)."
+)
 @_SPLIT
-def bodymap(csv_path: Path, out_path: Path, fraction, seed: int, no_unlabelled: bool,
-            root, thumbnails: int, splits) -> None:
+def bodymap(
+    csv_path: Path,
+    out_path: Path,
+    fraction,
+    seed: int,
+    no_unlabelled: bool,
+    root,
+    thumbnails: int,
+    splits,
+) -> None:
     """Lesions' normalised x against z (head at the top), coloured by type (README Fig. 1)."""
-    from ..bodymap import FORMATS, plotted_lesions, write_body_map
+    from deeplesion.review.bodymap import FORMATS, plotted_lesions, write_body_map
 
     if out_path.suffix.lower().lstrip(".") not in FORMATS:
-        raise click.BadParameter(f"{out_path}: use a .png, .svg or .pdf name",
-                                 param_hint="--out")
+        raise click.BadParameter(f"{out_path}: use a .png, .svg or .pdf name", param_hint="--out")
     with fail_cleanly():
         table = _filter(_load(csv_path, None), splits)
-        write_body_map(out_path, table, fraction=fraction, seed=seed,
-                       include_unlabelled=not no_unlabelled, root=root,
-                       thumbnails=thumbnails)
-        plotted, eligible = plotted_lesions(table, fraction=fraction, seed=seed,
-                                            include_unlabelled=not no_unlabelled)
-    shown = (f"{len(plotted)} of {len(eligible)}" if len(plotted) != len(eligible)
-             else f"{len(eligible)}")
+        write_body_map(
+            out_path,
+            table,
+            fraction=fraction,
+            seed=seed,
+            include_unlabelled=not no_unlabelled,
+            root=root,
+            thumbnails=thumbnails,
+        )
+        plotted, eligible = plotted_lesions(
+            table, fraction=fraction, seed=seed, include_unlabelled=not no_unlabelled
+        )
+    shown = (
+        f"{len(plotted)} of {len(eligible)}"
+        if len(plotted) != len(eligible)
+        else f"{len(eligible)}"
+    )
     console.print(f"{shown} lesions plotted -> {out_path}")
 
 
 @main.command()
 @click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
-@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Dataset root: adds a gallery and annotated key slices.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Folder for report.html.")
-@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True),
-              help="Body map of a random fraction of the lesions.")
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Dataset root: adds a gallery and annotated key slices.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for report.html.",
+)
+@click.option(
+    "--fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Body map of a random fraction of the lesions.",
+)
 @click.option("--per-type", default=4, show_default=True, help="Gallery lesions per type.")
 @click.option("--seed", default=0, show_default=True)
 def report(csv_path: Path, root, out_dir: Path, fraction, per_type: int, seed: int) -> None:
     """One self-contained HTML page: counts, distributions, body map, gallery."""
-    from ..report import write_report
+    from deeplesion.review.report import write_report
 
     with fail_cleanly(), progress_bar("report", None) as update:
         done = []
@@ -216,6 +351,13 @@ def report(csv_path: Path, root, out_dir: Path, fraction, per_type: int, seed: i
             done.append(name)
             update(len(done))
 
-        path = write_report(find_csv(csv_path), out_dir, root=root, fraction=fraction,
-                            per_type=per_type, seed=seed, progress=step)
+        path = write_report(
+            find_csv(csv_path),
+            out_dir,
+            root=root,
+            fraction=fraction,
+            per_type=per_type,
+            seed=seed,
+            progress=step,
+        )
     console.print(f"report -> {path}")

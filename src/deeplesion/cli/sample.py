@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from ..demo import run_demo
-from ..sample import write_sample
-from . import main
-from ._common import console, fail_cleanly, progress_bar
+from deeplesion.cli import main
+from deeplesion.cli._common import console, fail_cleanly, progress_bar
+from deeplesion.data.sample import write_sample
+from deeplesion.demo import run_demo
 
 
 @main.command()
@@ -24,16 +24,26 @@ def sample(out: Path, seed: int) -> None:
 
 
 @main.command()
-@click.option("--out", "out_dir", default="deeplesion-demo", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Use this dataset root instead of the synthetic sample.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="deeplesion-demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder.",
+)
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Use this dataset root instead of the synthetic sample.",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic sample.")
 def demo(out_dir: Path, root: Path | None, seed: int) -> None:
     """Run every pipeline step on the synthetic sample (or --root) and list the outputs."""
     with fail_cleanly(), console.status("demo") as status:
-        written = run_demo(out_dir, root=root, seed=seed,
-                           progress=lambda name: status.update(f"demo: {name}"))
+        written = run_demo(
+            out_dir, root=root, seed=seed, progress=lambda name: status.update(f"demo: {name}")
+        )
     for name, paths in written.items():
         console.print(f"[bold]{name}[/bold]")
         for path in paths:
@@ -47,10 +57,14 @@ def _headlines(out_dir: Path) -> None:
     stats_path = out_dir / "stats" / "stats.json"
     if stats_path.is_file():
         s = json.loads(stats_path.read_text())
-        console.print(f"data: {s['lesions']} lesions on {s['key_slices']} key slices, "
-                      f"{s['studies']} studies, {s['patients']} patients")
+        console.print(
+            f"data: {s['lesions']} lesions on {s['key_slices']} key slices, "
+            f"{s['studies']} studies, {s['patients']} patients"
+        )
     froc_path = out_dir / "evaluation" / "evaluation.json"
     if froc_path.is_file():
         e = json.loads(froc_path.read_text())
-        console.print(f"evaluation of noisy synthetic predictions ({e['split']} split): "
-                      f"average sensitivity {e['average']:.3f} at 0.5-4 FPs per image")
+        console.print(
+            f"evaluation of noisy synthetic predictions ({e['split']} split): "
+            f"average sensitivity {e['average']:.3f} at 0.5-4 FPs per image"
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import CellError, DeepLesionError
+from deeplesion.errors import CellError, DeepLesionError
 
 
 class PredictionError(CellError):

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..annotations import SPLITS, Lesion, LesionTable, split_code
-from ..io import atomic_path, read_text
-from ..paths import parse_file_name
-from .errors import EvaluationError, PredictionError
-from .sweep import FrocCurve, Sweep, read_curve, sweep
+from deeplesion.data.annotations import SPLITS, Lesion, LesionTable, split_code
+from deeplesion.data.io import atomic_path, read_text
+from deeplesion.data.paths import parse_file_name
+from deeplesion.evaluation.errors import EvaluationError, PredictionError
+from deeplesion.evaluation.sweep import FrocCurve, Sweep, read_curve, sweep
 
 #: FP-per-image rates of the published tables.
 FP_RATES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
@@ -51,6 +51,7 @@ def rate_key(rate: float) -> str:
 
 
 # --------------------------------------------------------------------------- ground truth
+
 
 @dataclass(frozen=True)
 class GroundTruth:
@@ -77,8 +78,12 @@ class GroundTruth:
         return {name: i for i, name in enumerate(self.file_names)}
 
 
-def ground_truth(lesions: LesionTable | Iterable[Lesion], split: str | int | None = "test",
-                 *, drop_noisy: bool = True) -> GroundTruth:
+def ground_truth(
+    lesions: LesionTable | Iterable[Lesion],
+    split: str | int | None = "test",
+    *,
+    drop_noisy: bool = True,
+) -> GroundTruth:
     """Ground truth of one split (``None``: every row given) per the protocol."""
     all_lesions = list(lesions)
     code = None if split is None else split_code(split)
@@ -90,8 +95,10 @@ def ground_truth(lesions: LesionTable | Iterable[Lesion], split: str | int | Non
         names.setdefault(lesion.file_name, len(names))
     if not kept:
         present = sorted({l.split for l in all_lesions})
-        raise EvaluationError(f"no lesions in split {split!r} to evaluate; the annotations "
-                              f"hold {', '.join(present) or 'no rows'} (choose with --split)")
+        raise EvaluationError(
+            f"no lesions in split {split!r} to evaluate; the annotations "
+            f"hold {', '.join(present) or 'no rows'} (choose with --split)"
+        )
     evaluated = set(names)
     return GroundTruth(
         split="all" if code is None else SPLITS[code],
@@ -106,6 +113,7 @@ def ground_truth(lesions: LesionTable | Iterable[Lesion], split: str | int | Non
 
 
 # --------------------------------------------------------------------------- predictions
+
 
 @dataclass
 class Detections:
@@ -122,8 +130,9 @@ class Detections:
         return len(self.scores)
 
     @classmethod
-    def from_arrays(cls, image_index: Sequence[int], boxes_px1: np.ndarray,
-                    scores: Sequence[float]) -> Detections:
+    def from_arrays(
+        cls, image_index: Sequence[int], boxes_px1: np.ndarray, scores: Sequence[float]
+    ) -> Detections:
         """Detections from arrays; raises :class:`EvaluationError` on bad shapes/values."""
         image_index = np.asarray(image_index, dtype=np.int64).reshape(-1)
         boxes = np.asarray(boxes_px1, dtype=np.float64).reshape(-1, 4)
@@ -170,14 +179,14 @@ class _Collector:
         self.problems: list[PredictionError] = []
 
     def problem(self, message: str, line: int | None, column: str, value: object) -> None:
-        error = PredictionError(message, file=self.source, line=line, column=column,
-                                value=value)
+        error = PredictionError(message, file=self.source, line=line, column=column, value=value)
         if self.strict:
             raise error
         self.problems.append(error)
 
-    def add(self, name: str, values: Sequence[object], columns: Sequence[str],
-            line: int | None) -> None:
+    def add(
+        self, name: str, values: Sequence[object], columns: Sequence[str], line: int | None
+    ) -> None:
         numbers = []
         for column, text in zip(columns, values):
             try:
@@ -200,22 +209,32 @@ class _Collector:
                 return None
             if not _is_dl_name(file_name):
                 return self.problem("not a DeepLesion file name", line, "file_name", name)
-            return self.problem("unknown file name (not in the annotations)", line,
-                                "file_name", name)
+            return self.problem(
+                "unknown file name (not in the annotations)", line, "file_name", name
+            )
         self.images.append(image)
         self.boxes.append((x1, y1, x2, y2))
         self.scores.append(score)
         return None
 
     def result(self) -> Detections:
-        return Detections(np.array(self.images, dtype=np.int64),
-                          np.array(self.boxes, dtype=np.float64).reshape(-1, 4),
-                          np.array(self.scores, dtype=np.float64), self.ignored,
-                          self.problems, self.source)
+        return Detections(
+            np.array(self.images, dtype=np.int64),
+            np.array(self.boxes, dtype=np.float64).reshape(-1, 4),
+            np.array(self.scores, dtype=np.float64),
+            self.ignored,
+            self.problems,
+            self.source,
+        )
 
 
-def read_predictions(path: str | Path, gt: GroundTruth, *, strict: bool = False,
-                     coco_images: str | Path | None = None) -> Detections:
+def read_predictions(
+    path: str | Path,
+    gt: GroundTruth,
+    *,
+    strict: bool = False,
+    coco_images: str | Path | None = None,
+) -> Detections:
     """Read a predictions CSV (or COCO results JSON with ``coco_images``).
 
     Bad rows (malformed, unknown file name, x2 < x1, non-finite numbers) raise
@@ -227,9 +246,11 @@ def read_predictions(path: str | Path, gt: GroundTruth, *, strict: bool = False,
     path = Path(path)
     if path.suffix.lower() == ".json":
         if coco_images is None:
-            raise PredictionError("a COCO results JSON needs the COCO export that defines "
-                                  "its image ids (coco_images / --coco-images)",
-                                  file=str(path))
+            raise PredictionError(
+                "a COCO results JSON needs the COCO export that defines "
+                "its image ids (coco_images / --coco-images)",
+                file=str(path),
+            )
         return _read_coco(path, Path(coco_images), gt, strict)
     collector = _Collector(gt, str(path), strict)
     with io.StringIO(read_text(path), newline="") as fh:
@@ -240,8 +261,11 @@ def read_predictions(path: str | Path, gt: GroundTruth, *, strict: bool = False,
         header = [h.strip() for h in header]
         missing = [c for c in PREDICTION_COLUMNS if c not in header]
         if missing:
-            raise PredictionError(f"missing columns {missing}; expected header "
-                                  f"{','.join(PREDICTION_COLUMNS)}", file=str(path), line=1)
+            raise PredictionError(
+                f"missing columns {missing}; expected header {','.join(PREDICTION_COLUMNS)}",
+                file=str(path),
+                line=1,
+            )
         pos = [header.index(c) for c in PREDICTION_COLUMNS]
         width = len(header)
         line = reader.line_num
@@ -251,8 +275,9 @@ def read_predictions(path: str | Path, gt: GroundTruth, *, strict: bool = False,
                 line = end
                 continue
             if len(row) != width:
-                collector.problem(f"expected {width} cells, found {len(row)}", line, "",
-                                  ",".join(row))
+                collector.problem(
+                    f"expected {width} cells, found {len(row)}", line, "", ",".join(row)
+                )
             else:
                 cells = [row[p].strip() for p in pos]
                 collector.add(cells[0], cells[1:], PREDICTION_COLUMNS[1:], line)
@@ -268,8 +293,10 @@ def coco_file_names(coco_path: str | Path) -> dict[int, str]:
         images = data["images"]
         return {int(im["id"]): str(im["file_name"]) for im in images}
     except (ValueError, KeyError, TypeError) as exc:
-        raise PredictionError(f"not a COCO export with images[].id and images[].file_name "
-                              f"({exc})", file=str(coco_path)) from None
+        raise PredictionError(
+            f"not a COCO export with images[].id and images[].file_name ({exc})",
+            file=str(coco_path),
+        ) from None
 
 
 def _read_coco(path: Path, coco_images: Path, gt: GroundTruth, strict: bool) -> Detections:
@@ -286,8 +313,7 @@ def _read_coco(path: Path, coco_images: Path, gt: GroundTruth, strict: bool) -> 
     for i, item in enumerate(results):
         where = f"[{i}]"
         if not isinstance(item, dict) or not {"image_id", "bbox", "score"} <= set(item):
-            collector.problem("expected an object with image_id, bbox and score", None,
-                              where, item)
+            collector.problem("expected an object with image_id, bbox and score", None, where, item)
             continue
         bbox = item["bbox"]
         if not isinstance(bbox, list) or len(bbox) != 4:
@@ -299,20 +325,26 @@ def _read_coco(path: Path, coco_images: Path, gt: GroundTruth, strict: bool) -> 
             collector.problem("not an integer", None, f"{where}.image_id", item["image_id"])
             continue
         if image_id not in names:
-            collector.problem("image id not in the COCO export", None, f"{where}.image_id",
-                              image_id)
+            collector.problem(
+                "image id not in the COCO export", None, f"{where}.image_id", image_id
+            )
             continue
         try:
             x, y, w, h = (float(v) for v in bbox)
         except (TypeError, ValueError):
             collector.problem("not a number", None, f"{where}.bbox", bbox)
             continue
-        collector.add(names[image_id], [x + 1.0, y + 1.0, x + w, y + h, item["score"]],
-                      [f"{where}.bbox"] * 4 + [f"{where}.score"], None)
+        collector.add(
+            names[image_id],
+            [x + 1.0, y + 1.0, x + w, y + h, item["score"]],
+            [f"{where}.bbox"] * 4 + [f"{where}.score"],
+            None,
+        )
     return collector.result()
 
 
 # --------------------------------------------------------------------------- evaluation
+
 
 @dataclass
 class StratumResult:
@@ -346,13 +378,17 @@ class DetectionResult:
     def to_json(self) -> dict:
         out = {
             "protocol": "key-slice FROC (DeepLesion official)",
-            "split": self.split, "iou": self.iou,
+            "split": self.split,
+            "iou": self.iou,
             "beyond_curve": "extrapolate" if self.extrapolate else "hold",
-            "n_images": self.n_images, "n_lesions": self.n_lesions,
+            "n_images": self.n_images,
+            "n_lesions": self.n_lesions,
             "n_detections": self.n_detections,
-            "sensitivity": self.sensitivity, "average": self.average,
+            "sensitivity": self.sensitivity,
+            "average": self.average,
             "max_fp_per_image": float(self.curve.fp_per_image[-1])
-            if len(self.curve.fp_per_image) else 0.0,
+            if len(self.curve.fp_per_image)
+            else 0.0,
             "n_images_before_filter": self.n_images_unfiltered,
             "n_lesions_before_filter": self.n_lesions_unfiltered,
             "ignored_outside_split": self.ignored_outside,
@@ -361,10 +397,17 @@ class DetectionResult:
         }
         if self.strata:
             out["strata"] = {
-                by: {s.name: {"n_images": self.n_images, "n_lesions": s.n_lesions,
-                              "sensitivity": s.sensitivity, "average": s.average}
-                     for s in strata}
-                for by, strata in self.strata.items()}
+                by: {
+                    s.name: {
+                        "n_images": self.n_images,
+                        "n_lesions": s.n_lesions,
+                        "sensitivity": s.sensitivity,
+                        "average": s.average,
+                    }
+                    for s in strata
+                }
+                for by, strata in self.strata.items()
+            }
         return out
 
 
@@ -384,8 +427,9 @@ def _stratum_labels(lesions: Sequence[Lesion], by: str) -> list[str]:
     raise ValueError(f"unknown stratum {by!r}; allowed: {STRATA}")
 
 
-def _summary(curve: FrocCurve, fp_rates: Sequence[float], extrapolate: bool
-             ) -> tuple[dict[str, float | None], float | None]:
+def _summary(
+    curve: FrocCurve, fp_rates: Sequence[float], extrapolate: bool
+) -> tuple[dict[str, float | None], float | None]:
     values = read_curve(curve, fp_rates, extrapolate=extrapolate)
     sens = {rate_key(r): (None if np.isnan(v) else float(v)) for r, v in zip(fp_rates, values)}
     avg_values = read_curve(curve, AVERAGE_RATES, extrapolate=extrapolate)
@@ -395,14 +439,28 @@ def _summary(curve: FrocCurve, fp_rates: Sequence[float], extrapolate: bool
 
 def detection_sweep(gt: GroundTruth, dets: Detections, *, iou: float = 0.5) -> Sweep:
     """The protocol's sweep of ``dets`` against ``gt`` (reusable for strata)."""
-    return sweep(dets.image_index, dets.boxes_px1, dets.scores, gt.image_index,
-                 gt.boxes_px1, gt.n_images, metric="iou", threshold=iou)
+    return sweep(
+        dets.image_index,
+        dets.boxes_px1,
+        dets.scores,
+        gt.image_index,
+        gt.boxes_px1,
+        gt.n_images,
+        metric="iou",
+        threshold=iou,
+    )
 
 
-def evaluate_detection(gt: GroundTruth, dets: Detections, *, iou: float = 0.5,
-                       fp_rates: Sequence[float] = FP_RATES, extrapolate: bool = False,
-                       by: Sequence[str] = (),
-                       progress: Callable[[int], None] | None = None) -> DetectionResult:
+def evaluate_detection(
+    gt: GroundTruth,
+    dets: Detections,
+    *,
+    iou: float = 0.5,
+    fp_rates: Sequence[float] = FP_RATES,
+    extrapolate: bool = False,
+    by: Sequence[str] = (),
+    progress: Callable[[int], None] | None = None,
+) -> DetectionResult:
     """Sensitivity at ``fp_rates`` FPs per image, overall and per stratum of lesions."""
     swept = detection_sweep(gt, dets, iou=iou)
     curve = swept.curve(scores=dets.scores)
@@ -419,17 +477,28 @@ def evaluate_detection(gt: GroundTruth, dets: Detections, *, iou: float = 0.5,
         if progress is not None:
             progress(i + 1)
     return DetectionResult(
-        split=gt.split, iou=iou, extrapolate=extrapolate, n_images=gt.n_images,
-        n_lesions=gt.n_lesions, n_detections=len(dets), fp_rates=tuple(fp_rates),
+        split=gt.split,
+        iou=iou,
+        extrapolate=extrapolate,
+        n_images=gt.n_images,
+        n_lesions=gt.n_lesions,
+        n_detections=len(dets),
+        fp_rates=tuple(fp_rates),
         sensitivity=sensitivity,  # type: ignore[arg-type]
         average=average,  # type: ignore[arg-type]
-        curve=curve, n_images_unfiltered=gt.n_images_unfiltered,
-        n_lesions_unfiltered=gt.n_lesions_unfiltered, ignored_outside=dets.ignored_outside,
-        skipped_rows=len(dets.problems), n_double_hits=swept.n_double_hits, strata=strata)
+        curve=curve,
+        n_images_unfiltered=gt.n_images_unfiltered,
+        n_lesions_unfiltered=gt.n_lesions_unfiltered,
+        ignored_outside=dets.ignored_outside,
+        skipped_rows=len(dets.problems),
+        n_double_hits=swept.n_double_hits,
+        strata=strata,
+    )
 
 
-def write_predictions_csv(path: str | Path, file_names: Sequence[str], boxes_px1: np.ndarray,
-                          scores: Sequence[float]) -> None:
+def write_predictions_csv(
+    path: str | Path, file_names: Sequence[str], boxes_px1: np.ndarray, scores: Sequence[float]
+) -> None:
     """Write a predictions CSV in the format :func:`read_predictions` reads (atomic)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")

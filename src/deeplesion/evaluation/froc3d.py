@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import read_text
-from .errors import EvaluationError, PredictionError
-from .froc import rate_key
-from .sweep import FrocCurve, read_curve, sweep
+from deeplesion.data.io import read_text
+from deeplesion.evaluation.errors import EvaluationError, PredictionError
+from deeplesion.evaluation.froc import rate_key
+from deeplesion.evaluation.sweep import FrocCurve, read_curve, sweep
 
 FP_RATES_3D = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 IOBB_THRESHOLD_3D = 0.3
@@ -54,8 +54,7 @@ def read_boxes_3d(path: str | Path, *, scored: bool, strict: bool = False) -> Bo
     problems: list[PredictionError] = []
 
     def problem(message: str, line: int, column: str, value: object) -> None:
-        error = PredictionError(message, file=str(path), line=line, column=column,
-                                value=value)
+        error = PredictionError(message, file=str(path), line=line, column=column, value=value)
         if strict:
             raise error
         problems.append(error)
@@ -65,8 +64,9 @@ def read_boxes_3d(path: str | Path, *, scored: bool, strict: bool = False) -> Bo
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in columns if c not in header]
         if missing:
-            raise PredictionError(f"missing columns {missing}; expected {','.join(columns)}",
-                                  file=str(path), line=1)
+            raise PredictionError(
+                f"missing columns {missing}; expected {','.join(columns)}", file=str(path), line=1
+            )
         pos = [header.index(c) for c in columns]
         line = reader.line_num
         for row in reader:
@@ -75,8 +75,7 @@ def read_boxes_3d(path: str | Path, *, scored: bool, strict: bool = False) -> Bo
                 line = end
                 continue
             if len(row) != len(header):
-                problem(f"expected {len(header)} cells, found {len(row)}", line, "",
-                        ",".join(row))
+                problem(f"expected {len(header)} cells, found {len(row)}", line, "", ",".join(row))
                 line = end
                 continue
             values = []
@@ -126,17 +125,26 @@ class Detection3DResult:
     skipped_rows: int = 0
 
     def to_json(self) -> dict:
-        return {"protocol": "3-D FROC (LENS, IoBB >= 0.3)", "n_volumes": self.n_volumes,
-                "n_lesions": self.n_lesions, "n_detections": self.n_detections,
-                "sensitivity": self.sensitivity, "mean_sensitivity": self.mean_sensitivity,
-                "ignored_outside_volumes": self.ignored_outside,
-                "skipped_rows": self.skipped_rows}
+        return {
+            "protocol": "3-D FROC (LENS, IoBB >= 0.3)",
+            "n_volumes": self.n_volumes,
+            "n_lesions": self.n_lesions,
+            "n_detections": self.n_detections,
+            "sensitivity": self.sensitivity,
+            "mean_sensitivity": self.mean_sensitivity,
+            "ignored_outside_volumes": self.ignored_outside,
+            "skipped_rows": self.skipped_rows,
+        }
 
 
-def evaluate_detection_3d(gt: Boxes3D, predictions: Boxes3D,
-                          volumes: Sequence[str] | None = None, *,
-                          iobb: float = IOBB_THRESHOLD_3D,
-                          fp_rates: Sequence[float] = FP_RATES_3D) -> Detection3DResult:
+def evaluate_detection_3d(
+    gt: Boxes3D,
+    predictions: Boxes3D,
+    volumes: Sequence[str] | None = None,
+    *,
+    iobb: float = IOBB_THRESHOLD_3D,
+    fp_rates: Sequence[float] = FP_RATES_3D,
+) -> Detection3DResult:
     """LENS 3-D FROC. ``volumes``: the evaluated sub-volumes (default: those with GT)."""
     if predictions.scores is None:
         raise EvaluationError("predictions need scores")
@@ -147,14 +155,26 @@ def evaluate_detection_3d(gt: Boxes3D, predictions: Boxes3D,
         raise EvaluationError(f"ground-truth volumes not in the volume list: {unknown[:5]}")
     gt_image = np.array([index[v] for v in gt.volumes], dtype=np.int64)
     keep = np.array([v in index for v in predictions.volumes], dtype=bool)
-    det_image = np.array([index[v] for v, k in zip(predictions.volumes, keep) if k],
-                         dtype=np.int64)
-    swept = sweep(det_image, predictions.boxes[keep], predictions.scores[keep], gt_image,
-                  gt.boxes, len(names), metric="iobb", threshold=iobb)
+    det_image = np.array([index[v] for v, k in zip(predictions.volumes, keep) if k], dtype=np.int64)
+    swept = sweep(
+        det_image,
+        predictions.boxes[keep],
+        predictions.scores[keep],
+        gt_image,
+        gt.boxes,
+        len(names),
+        metric="iobb",
+        threshold=iobb,
+    )
     curve = swept.curve(scores=predictions.scores[keep])
     values = read_curve(curve, fp_rates)
     return Detection3DResult(
-        n_volumes=len(names), n_lesions=len(gt_image), n_detections=int(keep.sum()),
+        n_volumes=len(names),
+        n_lesions=len(gt_image),
+        n_detections=int(keep.sum()),
         sensitivity={rate_key(r): float(v) for r, v in zip(fp_rates, values)},
-        mean_sensitivity=float(np.mean(values)), curve=curve,
-        ignored_outside=int((~keep).sum()), skipped_rows=len(predictions.problems))
+        mean_sensitivity=float(np.mean(values)),
+        curve=curve,
+        ignored_outside=int((~keep).sum()),
+        skipped_rows=len(predictions.problems),
+    )

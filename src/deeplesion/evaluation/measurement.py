@@ -22,15 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import read_text
-from ..annotations import Lesion
-from .errors import EvaluationError, PredictionError
+from deeplesion.data.annotations import Lesion
+from deeplesion.data.io import read_text
+from deeplesion.evaluation.errors import EvaluationError, PredictionError
 
 RECIST_COLUMNS = ("x11", "y11", "x12", "y12", "x21", "y21", "x22", "y22")
 
 
-def recist_diameters_mm(recist_px1: np.ndarray, spacing_xy_mm: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def recist_diameters_mm(
+    recist_px1: np.ndarray, spacing_xy_mm: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Long and short diameters (mm) of ``[n, 8]`` end points with ``[n, 2]`` spacing."""
     r = np.asarray(recist_px1, dtype=np.float64).reshape(-1, 8)
     sp = np.asarray(spacing_xy_mm, dtype=np.float64).reshape(-1, 2)
@@ -39,9 +40,13 @@ def recist_diameters_mm(recist_px1: np.ndarray, spacing_xy_mm: np.ndarray
     return long_mm, short_mm
 
 
-def point_to_contour_mm(points_px1: np.ndarray, contour_px1: np.ndarray,
-                        spacing_xy_mm: Sequence[float], *, vertices_only: bool = False
-                        ) -> np.ndarray:
+def point_to_contour_mm(
+    points_px1: np.ndarray,
+    contour_px1: np.ndarray,
+    spacing_xy_mm: Sequence[float],
+    *,
+    vertices_only: bool = False,
+) -> np.ndarray:
     """Distance (mm) from each ``[k, 2]`` point to a closed polygon ``[m, 2]`` (x, y)."""
     sp = np.asarray(spacing_xy_mm, dtype=np.float64)
     p = np.asarray(points_px1, dtype=np.float64).reshape(-1, 2) * sp
@@ -52,7 +57,7 @@ def point_to_contour_mm(points_px1: np.ndarray, contour_px1: np.ndarray,
         return np.sqrt(((p[:, None, :] - c[None, :, :]) ** 2).sum(-1)).min(axis=1)
     a, b = c, np.roll(c, -1, axis=0)  # edges a[i] -> b[i], closing the polygon
     ab = b - a
-    length2 = (ab ** 2).sum(-1)
+    length2 = (ab**2).sum(-1)
     ap = p[:, None, :] - a[None, :, :]
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.where(length2 > 0, (ap * ab[None]).sum(-1) / length2, 0.0)
@@ -68,7 +73,7 @@ def mask_contour_px1(mask: np.ndarray) -> np.ndarray:
     """
     m = np.asarray(mask, dtype=bool)
     padded = np.pad(m, 1, constant_values=False)
-    inner = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     rows, cols = np.nonzero(m & ~inner)
     return np.column_stack([cols + 1.0, rows + 1.0])
 
@@ -95,20 +100,26 @@ class MeasurementResult:
             return None if np.isnan(v) else float(v)
 
         n_contours = int(np.count_nonzero(~np.isnan(self.endpoint_distance_mm)))
-        return {"n_lesions": self.n_lesions,
-                "mean_diameter_error_mm": num(self.mean_diameter_error_mm),
-                "mean_long_error_mm": num(float(self.long_error_mm.mean()))
-                if self.n_lesions else None,
-                "mean_short_error_mm": num(float(self.short_error_mm.mean()))
-                if self.n_lesions else None,
-                "n_with_contour": n_contours,
-                "mean_endpoint_to_contour_mm": num(self.mean_endpoint_distance_mm)}
+        return {
+            "n_lesions": self.n_lesions,
+            "mean_diameter_error_mm": num(self.mean_diameter_error_mm),
+            "mean_long_error_mm": num(float(self.long_error_mm.mean())) if self.n_lesions else None,
+            "mean_short_error_mm": num(float(self.short_error_mm.mean()))
+            if self.n_lesions
+            else None,
+            "n_with_contour": n_contours,
+            "mean_endpoint_to_contour_mm": num(self.mean_endpoint_distance_mm),
+        }
 
 
-def measurement_errors(gt_recist_px1: np.ndarray, pred_recist_px1: np.ndarray,
-                       spacing_xy_mm: np.ndarray,
-                       contours_px1: Sequence[np.ndarray | None] | None = None, *,
-                       vertices_only: bool = False) -> MeasurementResult:
+def measurement_errors(
+    gt_recist_px1: np.ndarray,
+    pred_recist_px1: np.ndarray,
+    spacing_xy_mm: np.ndarray,
+    contours_px1: Sequence[np.ndarray | None] | None = None,
+    *,
+    vertices_only: bool = False,
+) -> MeasurementResult:
     """Per-lesion errors of predicted RECIST end points (and contours) vs ground truth."""
     gt = np.asarray(gt_recist_px1, dtype=np.float64).reshape(-1, 8)
     pred = np.asarray(pred_recist_px1, dtype=np.float64).reshape(-1, 8)
@@ -122,13 +133,15 @@ def measurement_errors(gt_recist_px1: np.ndarray, pred_recist_px1: np.ndarray,
     if contours_px1 is not None:
         for i, contour in enumerate(contours_px1):
             if contour is not None and len(contour):
-                dist[i] = point_to_contour_mm(gt[i].reshape(4, 2), contour, sp[i],
-                                              vertices_only=vertices_only).mean()
+                dist[i] = point_to_contour_mm(
+                    gt[i].reshape(4, 2), contour, sp[i], vertices_only=vertices_only
+                ).mean()
     return MeasurementResult(len(gt), long_err, short_err, (long_err + short_err) / 2, dist)
 
 
-def read_measurements(path: str | Path, lesions: Sequence[Lesion]
-                      ) -> tuple[list[Lesion], np.ndarray, list[np.ndarray | None]]:
+def read_measurements(
+    path: str | Path, lesions: Sequence[Lesion]
+) -> tuple[list[Lesion], np.ndarray, list[np.ndarray | None]]:
     """Predicted measurements CSV: ``row_index,file_name,x11,...,y22[,contour]``.
 
     ``row_index`` is the 0-based data row of the annotations file (``Lesion.row_index``),
@@ -155,8 +168,9 @@ def read_measurements(path: str | Path, lesions: Sequence[Lesion]
                 continue
 
             def err(message: str, column: str, value: object) -> PredictionError:
-                return PredictionError(message, file=str(path), line=line, column=column,
-                                       value=value)
+                return PredictionError(
+                    message, file=str(path), line=line, column=column, value=value
+                )
 
             if len(row) != len(header):
                 raise err(f"expected {len(header)} cells, found {len(row)}", "", ",".join(row))
@@ -168,8 +182,9 @@ def read_measurements(path: str | Path, lesions: Sequence[Lesion]
             if lesion is None:
                 raise err("no such lesion row in the annotations", "row_index", row_index)
             if row[pos["file_name"]].strip() != lesion.file_name:
-                raise err(f"row {row_index} is {lesion.file_name}", "file_name",
-                          row[pos["file_name"]])
+                raise err(
+                    f"row {row_index} is {lesion.file_name}", "file_name", row[pos["file_name"]]
+                )
             values = []
             for c in RECIST_COLUMNS:
                 try:
@@ -184,11 +199,13 @@ def read_measurements(path: str | Path, lesions: Sequence[Lesion]
                 try:
                     numbers = [float(v) for v in row[contour_pos].split()]
                 except ValueError:
-                    raise err("contour must be numbers 'x y x y ...'", "contour",
-                              row[contour_pos]) from None
+                    raise err(
+                        "contour must be numbers 'x y x y ...'", "contour", row[contour_pos]
+                    ) from None
                 if len(numbers) % 2 or not np.isfinite(numbers).all():
-                    raise err("contour needs an even count of finite numbers", "contour",
-                              row[contour_pos])
+                    raise err(
+                        "contour needs an even count of finite numbers", "contour", row[contour_pos]
+                    )
                 contour = np.array(numbers).reshape(-1, 2)
             chosen.append(lesion)
             recists.append(values)
@@ -196,11 +213,14 @@ def read_measurements(path: str | Path, lesions: Sequence[Lesion]
     return chosen, np.array(recists, dtype=np.float64).reshape(-1, 8), contours
 
 
-def evaluate_measurements(lesions: Sequence[Lesion], pred_recist_px1: np.ndarray,
-                          contours_px1: Sequence[np.ndarray | None] | None = None, *,
-                          vertices_only: bool = False) -> MeasurementResult:
+def evaluate_measurements(
+    lesions: Sequence[Lesion],
+    pred_recist_px1: np.ndarray,
+    contours_px1: Sequence[np.ndarray | None] | None = None,
+    *,
+    vertices_only: bool = False,
+) -> MeasurementResult:
     """Errors of predictions for these ground-truth lesions (same order)."""
     gt = np.array([l.recist_px1 for l in lesions], dtype=np.float64).reshape(-1, 8)
     sp = np.array([l.spacing_mm[:2] for l in lesions], dtype=np.float64).reshape(-1, 2)
-    return measurement_errors(gt, pred_recist_px1, sp, contours_px1,
-                              vertices_only=vertices_only)
+    return measurement_errors(gt, pred_recist_px1, sp, contours_px1, vertices_only=vertices_only)

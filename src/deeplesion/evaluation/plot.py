@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import save_figure
-from .sweep import FrocCurve, read_curve
+from deeplesion.data.io import save_figure
+from deeplesion.evaluation.sweep import FrocCurve, read_curve
 
 #: Published sensitivities (%) on the official key-slice test set at 0.5, 1, 2, 4, 8, 16
 #: FPs per image (docs/evaluation-protocol.md); None where not reported.
@@ -23,52 +23,65 @@ PUBLISHED_FROC: dict[str, tuple[float | None, ...]] = {
 PUBLISHED_FP_RATES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 
-def plot_froc(curves: Mapping[str, FrocCurve], path: str | Path, *,
-              fp_rates: Sequence[float] = PUBLISHED_FP_RATES, extrapolate: bool = False,
-              published: bool = True, title: str = "FROC, key-slice lesion detection") -> Path:
+def plot_froc(
+    curves: Mapping[str, FrocCurve],
+    path: str | Path,
+    *,
+    fp_rates: Sequence[float] = PUBLISHED_FP_RATES,
+    extrapolate: bool = False,
+    published: bool = True,
+    title: str = "FROC, key-slice lesion detection",
+) -> Path:
     """Write the FROC curve(s) to ``path`` (format from the suffix), atomically."""
-    fig = froc_figure(curves, fp_rates=fp_rates, extrapolate=extrapolate,
-                      published=published, title=title)
+    fig = froc_figure(
+        curves, fp_rates=fp_rates, extrapolate=extrapolate, published=published, title=title
+    )
     return save_figure(fig, path, bbox_inches="tight")
 
 
-def froc_figure(curves: Mapping[str, FrocCurve], *,
-                fp_rates: Sequence[float] = PUBLISHED_FP_RATES, extrapolate: bool = False,
-                published: bool = True, title: str = "FROC, key-slice lesion detection"):
-    """The FROC plot as a pyplot Figure (close it when done); the legend sits outside the
+def froc_figure(
+    curves: Mapping[str, FrocCurve],
+    *,
+    fp_rates: Sequence[float] = PUBLISHED_FP_RATES,
+    extrapolate: bool = False,
+    published: bool = True,
+    title: str = "FROC, key-slice lesion detection",
+):
+    """The FROC plot as a matplotlib Figure (no pyplot state); the legend sits outside the
     axes, right of them, so it never covers a curve."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     lo, hi = min(fp_rates) / 2, max(fp_rates) * 2
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
-    try:
-        if published:
-            for name, values in PUBLISHED_FROC.items():
-                pts = [(r, v / 100) for r, v in zip(PUBLISHED_FP_RATES, values) if v is not None]
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, linestyle="--", marker="o", markersize=3, linewidth=0.8,
-                        alpha=0.6, label=f"{name} (published)")
-        for label, curve in curves.items():
-            grid = np.geomspace(lo, hi, 200)
-            ax.plot(grid, read_curve(curve, grid, extrapolate=extrapolate), linewidth=2,
-                    label=label)
-            ax.plot(fp_rates, read_curve(curve, fp_rates, extrapolate=extrapolate), "ks",
-                    markersize=4)
-        ax.set_xscale("log", base=2)
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(0, 1)
-        ax.set_xticks(list(fp_rates))
-        ax.set_xticklabels([f"{r:g}" for r in fp_rates])
-        ax.set_xlabel("false positives per image")
-        ax.set_ylabel("sensitivity (per lesion)")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                  borderaxespad=0.0, frameon=False)
-    except BaseException:
-        plt.close(fig)
-        raise
+    fig = Figure(figsize=(7, 5), dpi=110)
+    ax = fig.add_subplot()
+    if published:
+        for name, values in PUBLISHED_FROC.items():
+            pts = [(r, v / 100) for r, v in zip(PUBLISHED_FP_RATES, values) if v is not None]
+            xs, ys = zip(*pts)
+            ax.plot(
+                xs,
+                ys,
+                linestyle="--",
+                marker="o",
+                markersize=3,
+                linewidth=0.8,
+                alpha=0.6,
+                label=f"{name} (published)",
+            )
+    for label, curve in curves.items():
+        grid = np.geomspace(lo, hi, 200)
+        ax.plot(grid, read_curve(curve, grid, extrapolate=extrapolate), linewidth=2, label=label)
+        ax.plot(fp_rates, read_curve(curve, fp_rates, extrapolate=extrapolate), "ks", markersize=4)
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(0, 1)
+    ax.set_xticks(list(fp_rates))
+    ax.set_xticklabels([f"{r:g}" for r in fp_rates])
+    ax.set_xlabel("false positives per image")
+    ax.set_ylabel("sensitivity (per lesion)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(
+        fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False
+    )
     return fig

@@ -31,13 +31,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import EvaluationError
+from deeplesion.evaluation.errors import EvaluationError
 
 OVERLAP_METRICS = ("iou", "iobb")
 
 
-def box_overlap(det_boxes: np.ndarray, gt_boxes: np.ndarray, metric: str = "iou"
-                ) -> np.ndarray:
+def box_overlap(det_boxes: np.ndarray, gt_boxes: np.ndarray, metric: str = "iou") -> np.ndarray:
     """Row-wise overlap of ``det_boxes[i]`` with ``gt_boxes[i]`` (inclusive "+1" extents).
 
     ``iou``: intersection over union; ``iobb``: intersection over the DETECTED box.
@@ -47,8 +46,9 @@ def box_overlap(det_boxes: np.ndarray, gt_boxes: np.ndarray, metric: str = "iou"
     det = np.asarray(det_boxes, dtype=np.float64)
     gt = np.asarray(gt_boxes, dtype=np.float64)
     d = det.shape[1] // 2
-    ext = np.maximum(np.minimum(det[:, d:], gt[:, d:]) - np.maximum(det[:, :d], gt[:, :d])
-                     + 1.0, 0.0)
+    ext = np.maximum(
+        np.minimum(det[:, d:], gt[:, d:]) - np.maximum(det[:, :d], gt[:, :d]) + 1.0, 0.0
+    )
     det_ext = det[:, d:] - det[:, :d] + 1.0
     inter, det_size = ext[:, 0], det_ext[:, 0]
     for k in range(1, d):
@@ -87,8 +87,9 @@ class Sweep:
     n_lesions: int
     n_double_hits: int  #: detections that newly found two or more lesions at once
 
-    def curve(self, lesion_mask: np.ndarray | None = None,
-              scores: np.ndarray | None = None) -> FrocCurve:
+    def curve(
+        self, lesion_mask: np.ndarray | None = None, scores: np.ndarray | None = None
+    ) -> FrocCurve:
         """The FROC curve counting only the lesions in ``lesion_mask`` (all by default).
 
         False positives and ``n_images`` never depend on the mask (stratified FROC).
@@ -104,16 +105,28 @@ class Sweep:
         fps = np.cumsum(self.is_fp)
         with np.errstate(invalid="ignore", divide="ignore"):
             sens = hits / n_lesions if n_lesions else np.full(n_det, np.nan)
-        return FrocCurve(sensitivity=sens.astype(np.float64),
-                         fp_per_image=fps / self.n_images,
-                         scores=np.empty(0) if scores is None else scores[self.order],
-                         hits=hits, false_positives=fps,
-                         n_images=self.n_images, n_lesions=n_lesions)
+        return FrocCurve(
+            sensitivity=sens.astype(np.float64),
+            fp_per_image=fps / self.n_images,
+            scores=np.empty(0) if scores is None else scores[self.order],
+            hits=hits,
+            false_positives=fps,
+            n_images=self.n_images,
+            n_lesions=n_lesions,
+        )
 
 
-def sweep(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
-          gt_image: np.ndarray, gt_boxes: np.ndarray, n_images: int, *,
-          metric: str = "iou", threshold: float = 0.5) -> Sweep:
+def sweep(
+    det_image: np.ndarray,
+    det_boxes: np.ndarray,
+    det_scores: np.ndarray,
+    gt_image: np.ndarray,
+    gt_boxes: np.ndarray,
+    n_images: int,
+    *,
+    metric: str = "iou",
+    threshold: float = 0.5,
+) -> Sweep:
     """Run the protocol's sweep. Images are integers ``0..n_images-1``."""
     det_image = np.asarray(det_image, dtype=np.int64)
     det_scores = np.asarray(det_scores, dtype=np.float64)
@@ -157,13 +170,19 @@ def sweep(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
         first[1:] = ok_gt[1:] != ok_gt[:-1]
         first_hit_rank[ok_gt[first]] = ok_rank[first]
     finds = np.bincount(first_hit_rank[first_hit_rank >= 0], minlength=n_det)
-    return Sweep(order=order, is_fp=is_fp, first_hit_rank=first_hit_rank,
-                 n_images=int(n_images), n_lesions=n_gt,
-                 n_double_hits=int((finds >= 2).sum()))
+    return Sweep(
+        order=order,
+        is_fp=is_fp,
+        first_hit_rank=first_hit_rank,
+        n_images=int(n_images),
+        n_lesions=n_gt,
+        n_double_hits=int((finds >= 2).sum()),
+    )
 
 
-def read_curve(curve: FrocCurve, fp_rates: Sequence[float], *,
-               extrapolate: bool = False) -> np.ndarray:
+def read_curve(
+    curve: FrocCurve, fp_rates: Sequence[float], *, extrapolate: bool = False
+) -> np.ndarray:
     """Sensitivity at each FP rate, read off the curve as the protocol document says.
 
     Linear interpolation between consecutive curve points (as ``np.interp`` /

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
-from ..annotations import load_lesions
-from ..io import write_text_atomic
-from .errors import EvaluationError
-from .froc import (Detections, GroundTruth, evaluate_detection, ground_truth,
-                   read_predictions, write_predictions_csv)
-from .plot import plot_froc
+from deeplesion.evaluation.froc import (
+    Detections,
+    GroundTruth,
+)
 
 
-def noisy_predictions(gt: GroundTruth, *, seed: int = 0, miss_rate: float = 0.15,
-                      jitter: float = 0.15, false_positives_per_image: float = 4.0,
-                      image_size_px: float = 512.0) -> Detections:
+def noisy_predictions(
+    gt: GroundTruth,
+    *,
+    seed: int = 0,
+    miss_rate: float = 0.15,
+    jitter: float = 0.15,
+    false_positives_per_image: float = 4.0,
+    image_size_px: float = 512.0,
+) -> Detections:
     """Perturbed ground-truth boxes plus random false positives, scored so that hits tend
     to outrank false positives. Boxes are 1-based DL_info pixels."""
     rng = np.random.default_rng(seed)
@@ -37,36 +38,8 @@ def noisy_predictions(gt: GroundTruth, *, seed: int = 0, miss_rate: float = 0.15
     corner = rng.uniform(1, image_size_px - 60, size=(len(fp_image), 2))
     fp = np.hstack([corner, corner + size])
     fp_scores = rng.beta(2, 5, size=len(fp_image))
-    return Detections.from_arrays(np.concatenate([gt.image_index[keep], fp_image]),
-                                  np.vstack([tp, fp]), np.concatenate([tp_scores, fp_scores]))
-
-
-def demo(root: Path, csv_path: Path, out_dir: Path) -> list[Path]:
-    """Evaluate noisy synthetic predictions on the sample's test split (val if no test).
-
-    Writes ``predictions.csv``, ``evaluation.json`` and ``froc.png`` into ``out_dir``;
-    returns the paths written. ``root`` is not needed (boxes only) but kept for a uniform
-    demo signature.
-    """
-    del root
-    out_dir = Path(out_dir)
-    table = load_lesions(csv_path)
-    for split in ("test", "val"):
-        try:
-            gt = ground_truth(table, split)
-            break
-        except EvaluationError:
-            continue
-    else:
-        raise EvaluationError(f"{csv_path}: no test or val lesions to evaluate")
-    dets = noisy_predictions(gt, seed=0)
-    predictions = out_dir / "predictions.csv"
-    write_predictions_csv(predictions, [gt.file_names[i] for i in dets.image_index],
-                          dets.boxes_px1, dets.scores)
-    result = evaluate_detection(gt, read_predictions(predictions, gt, strict=True),
-                                by=("type", "size"))
-    json_path = out_dir / "evaluation.json"
-    write_text_atomic(json_path, json.dumps(result.to_json(), indent=2) + "\n")
-    plot_path = plot_froc({f"synthetic predictions ({gt.split})": result.curve},
-                          out_dir / "froc.png")
-    return [predictions, json_path, plot_path]
+    return Detections.from_arrays(
+        np.concatenate([gt.image_index[keep], fp_image]),
+        np.vstack([tp, fp]),
+        np.concatenate([tp_scores, fp_scores]),
+    )

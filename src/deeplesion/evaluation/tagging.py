@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import read_text
-from ..tags import load_hand_labeled, load_text_mined
-from .errors import EvaluationError, PredictionError
+from deeplesion.data.io import read_text
+from deeplesion.data.tags import load_hand_labeled, load_text_mined
+from deeplesion.evaluation.errors import EvaluationError, PredictionError
 
 #: Candidate thresholds of the upstream search (np.arange(.2, 1, .05)).
 THRESHOLD_GRID = np.arange(0.2, 1, 0.05)
@@ -67,21 +67,28 @@ def _prf(labels: np.ndarray, predicted: np.ndarray) -> tuple[float, float, float
     return precision, recall, f1
 
 
-def _check(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray | None
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check(
+    scores: np.ndarray, labels: np.ndarray, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
     mask = np.ones(labels.shape, dtype=bool) if mask is None else np.asarray(mask, bool)
     if scores.ndim != 2 or scores.shape != labels.shape or mask.shape != labels.shape:
-        raise EvaluationError(f"scores {scores.shape}, labels {labels.shape} and mask "
-                              f"{mask.shape} must be equal 2-D [lesion, tag] shapes")
+        raise EvaluationError(
+            f"scores {scores.shape}, labels {labels.shape} and mask "
+            f"{mask.shape} must be equal 2-D [lesion, tag] shapes"
+        )
     if not np.isfinite(scores[mask]).all():
         raise EvaluationError("non-finite tag score")
     return scores, labels, mask
 
 
-def choose_thresholds(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None,
-                      grid: Sequence[float] = THRESHOLD_GRID) -> np.ndarray:
+def choose_thresholds(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    mask: np.ndarray | None = None,
+    grid: Sequence[float] = THRESHOLD_GRID,
+) -> np.ndarray:
     """Per-tag threshold maximising F1 on these (validation) arrays."""
     scores, labels, mask = _check(scores, labels, mask)
     thresholds = np.full(labels.shape[1], DEFAULT_THRESHOLD)
@@ -120,18 +127,37 @@ class TaggingResult:
         def num(v: float) -> float | None:
             return None if np.isnan(v) else float(v)
 
-        out = {"n_lesions": self.n_lesions, "n_tags": len(self.terms),
-               "n_tags_with_auc": int(np.count_nonzero(~np.isnan(self.auc_per_tag))),
-               "mean_auc": num(self.mean_auc), "weighted_mean_auc": num(self.weighted_mean_auc),
-               "mean_precision": num(self.mean_precision), "mean_recall": num(self.mean_recall),
-               "mean_f1": num(self.mean_f1), "overall_precision": num(self.overall_precision),
-               "overall_recall": num(self.overall_recall), "overall_f1": num(self.overall_f1)}
+        out = {
+            "n_lesions": self.n_lesions,
+            "n_tags": len(self.terms),
+            "n_tags_with_auc": int(np.count_nonzero(~np.isnan(self.auc_per_tag))),
+            "mean_auc": num(self.mean_auc),
+            "weighted_mean_auc": num(self.weighted_mean_auc),
+            "mean_precision": num(self.mean_precision),
+            "mean_recall": num(self.mean_recall),
+            "mean_f1": num(self.mean_f1),
+            "overall_precision": num(self.overall_precision),
+            "overall_recall": num(self.overall_recall),
+            "overall_f1": num(self.overall_f1),
+        }
         if per_tag:
-            out["per_tag"] = {t: {"auc": num(a), "precision": num(p), "recall": num(r),
-                                  "f1": num(f), "threshold": float(th)}
-                              for t, a, p, r, f, th in zip(
-                                  self.terms, self.auc_per_tag, self.precision_per_tag,
-                                  self.recall_per_tag, self.f1_per_tag, self.thresholds)}
+            out["per_tag"] = {
+                t: {
+                    "auc": num(a),
+                    "precision": num(p),
+                    "recall": num(r),
+                    "f1": num(f),
+                    "threshold": float(th),
+                }
+                for t, a, p, r, f, th in zip(
+                    self.terms,
+                    self.auc_per_tag,
+                    self.precision_per_tag,
+                    self.recall_per_tag,
+                    self.f1_per_tag,
+                    self.thresholds,
+                )
+            }
         return out
 
 
@@ -140,9 +166,13 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if len(finite) else float("nan")
 
 
-def tagging_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None,
-                    thresholds: float | Sequence[float] | np.ndarray = 0.5,
-                    terms: Sequence[str] | None = None) -> TaggingResult:
+def tagging_metrics(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    mask: np.ndarray | None = None,
+    thresholds: float | Sequence[float] | np.ndarray = 0.5,
+    terms: Sequence[str] | None = None,
+) -> TaggingResult:
     """All tagging metrics of ``scores`` against ``labels`` where ``mask`` is True."""
     scores, labels, mask = _check(scores, labels, mask)
     n_tags = labels.shape[1]
@@ -162,15 +192,25 @@ def tagging_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray | N
     overall = _prf(labels[mask], predicted[mask])
     return TaggingResult(
         terms=list(terms) if terms is not None else [str(i) for i in range(n_tags)],
-        auc_per_tag=aucs, precision_per_tag=precisions, recall_per_tag=recalls,
-        f1_per_tag=f1s, mean_auc=_nanmean(aucs),
+        auc_per_tag=aucs,
+        precision_per_tag=precisions,
+        recall_per_tag=recalls,
+        f1_per_tag=f1s,
+        mean_auc=_nanmean(aucs),
         weighted_mean_auc=float(np.nansum(aucs * weights)),
-        mean_precision=_nanmean(precisions), mean_recall=_nanmean(recalls),
-        mean_f1=_nanmean(f1s), overall_precision=overall[0], overall_recall=overall[1],
-        overall_f1=overall[2], n_lesions=labels.shape[0], thresholds=th)
+        mean_precision=_nanmean(precisions),
+        mean_recall=_nanmean(recalls),
+        mean_f1=_nanmean(f1s),
+        overall_precision=overall[0],
+        overall_recall=overall[1],
+        overall_f1=overall[2],
+        n_lesions=labels.shape[0],
+        thresholds=th,
+    )
 
 
 # --------------------------------------------------------------------------- label files
+
 
 @dataclass
 class TagLabels:
@@ -197,12 +237,11 @@ def lesanet_labels(path: str | Path, split: str = "test") -> TagLabels:
     mined = load_text_mined(path)
     rows = mined.split_rows(split)
     index = {t: i for i, t in enumerate(mined.terms)}
-    relevant = _matrix([[index[t] for t in mined.by_row[r].relevant] for r in rows],
-                       len(index))
-    uncertain = _matrix([[index[t] for t in mined.by_row[r].uncertain] for r in rows],
-                        len(index))
-    return TagLabels(mined.terms, np.asarray(rows, dtype=np.int64), relevant & ~uncertain,
-                     ~uncertain)
+    relevant = _matrix([[index[t] for t in mined.by_row[r].relevant] for r in rows], len(index))
+    uncertain = _matrix([[index[t] for t in mined.by_row[r].uncertain] for r in rows], len(index))
+    return TagLabels(
+        mined.terms, np.asarray(rows, dtype=np.int64), relevant & ~uncertain, ~uncertain
+    )
 
 
 def hand_labelled(path: str | Path, terms: Sequence[str]) -> TagLabels:
@@ -213,10 +252,13 @@ def hand_labelled(path: str | Path, terms: Sequence[str]) -> TagLabels:
     """
     items = load_hand_labeled(path)
     index = {t: i for i, t in enumerate(terms)}
-    relevant = _matrix([[index[t] for t in item.terms if t in index] for item in items],
-                       len(terms))
-    return TagLabels(list(terms), np.array([item.row_index for item in items], dtype=np.int64),
-                     relevant, np.ones_like(relevant))
+    relevant = _matrix([[index[t] for t in item.terms if t in index] for item in items], len(terms))
+    return TagLabels(
+        list(terms),
+        np.array([item.row_index for item in items], dtype=np.int64),
+        relevant,
+        np.ones_like(relevant),
+    )
 
 
 def read_tag_scores(path: str | Path, terms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -229,14 +271,15 @@ def read_tag_scores(path: str | Path, terms: Sequence[str]) -> tuple[np.ndarray,
         reader = csv.reader(fh)
         header = next(reader, None)
         if not header or header[0].strip() != "lesion_idx":
-            raise PredictionError("expected header lesion_idx,<term>,...", file=str(path),
-                                  line=1)
+            raise PredictionError("expected header lesion_idx,<term>,...", file=str(path), line=1)
         header = [h.strip() for h in header]
         missing = [t for t in terms if t not in header]
         if missing:
-            raise PredictionError(f"missing term columns {missing[:5]}"
-                                  f"{' ...' if len(missing) > 5 else ''}", file=str(path),
-                                  line=1)
+            raise PredictionError(
+                f"missing term columns {missing[:5]}{' ...' if len(missing) > 5 else ''}",
+                file=str(path),
+                line=1,
+            )
         pos = [header.index(t) for t in terms]
         idxs, rows = [], []
         for row in reader:
@@ -244,34 +287,41 @@ def read_tag_scores(path: str | Path, terms: Sequence[str]) -> tuple[np.ndarray,
             if not row:
                 continue
             if len(row) != len(header):
-                raise PredictionError(f"expected {len(header)} cells, found {len(row)}",
-                                      file=str(path), line=line)
+                raise PredictionError(
+                    f"expected {len(header)} cells, found {len(row)}", file=str(path), line=line
+                )
             try:
                 idxs.append(int(row[0]))
             except ValueError:
-                raise PredictionError("not an integer", file=str(path), line=line,
-                                      column="lesion_idx", value=row[0]) from None
+                raise PredictionError(
+                    "not an integer", file=str(path), line=line, column="lesion_idx", value=row[0]
+                ) from None
             values = []
             for t, p in zip(terms, pos):
                 try:
                     v = float(row[p])
                 except ValueError:
-                    raise PredictionError("not a number", file=str(path), line=line,
-                                          column=t, value=row[p]) from None
+                    raise PredictionError(
+                        "not a number", file=str(path), line=line, column=t, value=row[p]
+                    ) from None
                 if not np.isfinite(v):
-                    raise PredictionError("non-finite score", file=str(path), line=line,
-                                          column=t, value=row[p])
+                    raise PredictionError(
+                        "non-finite score", file=str(path), line=line, column=t, value=row[p]
+                    )
                 values.append(v)
             rows.append(values)
     return np.array(idxs, dtype=np.int64), np.array(rows, dtype=np.float64).reshape(-1, len(terms))
 
 
-def align_scores(labels: TagLabels, lesion_idxs: np.ndarray, scores: np.ndarray,
-                 source: str = "") -> np.ndarray:
+def align_scores(
+    labels: TagLabels, lesion_idxs: np.ndarray, scores: np.ndarray, source: str = ""
+) -> np.ndarray:
     """Scores rows reordered to ``labels.lesion_idxs``; every labelled lesion must be scored."""
     where = {int(i): k for k, i in enumerate(lesion_idxs)}
     missing = [int(i) for i in labels.lesion_idxs if int(i) not in where]
     if missing:
-        raise PredictionError(f"{len(missing)} labelled lesions have no scores "
-                              f"(first lesion_idx {missing[0]})", file=source)
+        raise PredictionError(
+            f"{len(missing)} labelled lesions have no scores (first lesion_idx {missing[0]})",
+            file=source,
+        )
     return scores[[where[int(i)] for i in labels.lesion_idxs]]

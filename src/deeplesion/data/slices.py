@@ -1,0 +1,89 @@
+"""Reading slices: 16-bit PNG -> int16 Hounsfield units.
+
+Arrays are indexed ``[row, col]`` = ``[y - 1, x - 1]`` for DL_info pixel (x, y).
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from deeplesion.errors import ImageReadError
+
+#: PNG value of 0 HU.
+HU_OFFSET = 32768
+
+
+def png_to_hu(raw: np.ndarray) -> np.ndarray:
+    """Raw PNG values (uint16, or int32 from old Pillow) -> int16 HU, without wrap-around.
+
+    Flipping the sign bit of a uint16 is exactly ``value - 32768`` in int16.
+    """
+    raw = np.asarray(raw)
+    if raw.dtype == np.uint16:
+        return (raw ^ np.uint16(0x8000)).view(np.int16)
+    if np.issubdtype(raw.dtype, np.integer):
+        if raw.size and (raw.min() < 0 or raw.max() > 0xFFFF):
+            raise ValueError("PNG values must lie in 0..65535")
+        return (raw.astype(np.int32) - HU_OFFSET).astype(np.int16)
+    raise TypeError(f"expected an integer array, got {raw.dtype}")
+
+
+def hu_to_png(hu: np.ndarray) -> np.ndarray:
+    """int16 HU -> uint16 PNG values (the inverse of :func:`png_to_hu`)."""
+    hu = np.asarray(hu)
+    if hu.dtype != np.int16:
+        if hu.size and (hu.min() < -32768 or hu.max() > 32767):
+            raise ValueError("HU values must lie in -32768..32767")
+        hu = hu.astype(np.int16)
+    return hu.view(np.uint16) ^ np.uint16(0x8000)
+
+
+def read_png_raw(path: str | Path) -> np.ndarray:
+    """Read a 16-bit grayscale PNG as uint16 ``[row, col]``.
+
+    Raises :class:`ImageReadError` naming the file when it is missing, unreadable or
+    not 16-bit.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            mode = img.mode
+            if mode not in ("I;16", "I;16B", "I;16L", "I"):
+                raise ImageReadError(f"{path}: not a 16-bit grayscale PNG (mode {mode})")
+            if img.format != "PNG":
+                raise ImageReadError(f"{path}: not a PNG (format {img.format})")
+            arr = np.asarray(img)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(f"{path}: not an image file") from exc
+    except (OSError, SyntaxError, ValueError, zlib.error) as exc:
+        raise ImageReadError(f"{path}: unreadable PNG: {exc}") from exc
+    if arr.dtype != np.uint16:
+        if arr.min() < 0 or arr.max() > 0xFFFF:
+            raise ImageReadError(f"{path}: values outside 16-bit range")
+        arr = arr.astype(np.uint16)
+    return arr
+
+
+def read_hu(path: str | Path) -> np.ndarray:
+    """Read one slice as int16 HU ``[row, col]``."""
+    return png_to_hu(read_png_raw(path))
+
+
+def write_hu_png(path: str | Path, hu: np.ndarray, *, compress_level: int = 6) -> None:
+    """Write int16 HU as a release-format 16-bit PNG (value + 32768), atomically."""
+    from deeplesion.data.io import atomic_path
+
+    raw = hu_to_png(hu)
+    with atomic_path(path) as tmp:
+        Image.fromarray(raw).save(tmp, format="PNG", compress_level=compress_level)
