@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from deeplesion.data.annotations import Lesion, LesionTable, load_lesions
+from deeplesion.data.sources import PngSource, SliceSource
 from deeplesion.errors import DeepLesionError
 from deeplesion.training.preprocess import (
     PreparedSlice,
@@ -93,6 +94,8 @@ class _Base(Dataset):
         seed: int,
     ) -> None:
         self.root = Path(root)
+        #: Where slices are read from (the PNGs under ``root``).
+        self.source: SliceSource = PngSource(self.root)
         self.params = _resolve_params(preset, overrides)
         self.split = split
         self.train = train
@@ -178,7 +181,7 @@ class KeySliceDetectionDataset(_Base):
         rng = self._rng(index)
         if rng is None and index in self._cache:
             return self._cache[index]
-        prepared = prepare_lesion_image(self.root, self.groups[index][0], self.params, rng=rng)
+        prepared = prepare_lesion_image(self.source, self.groups[index][0], self.params, rng=rng)
         if rng is None and self.cache:
             self._cache[index] = prepared
         return prepared
@@ -265,7 +268,7 @@ class LesionPatchDataset(_Base):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
         lesion = self.lesions[index]
-        prepared = prepare_lesion_image(self.root, lesion, self.params, rng=self._rng(index))
+        prepared = prepare_lesion_image(self.source, lesion, self.params, rng=self._rng(index))
         rows, cols = prepared.transform.size
         x1, y1, x2, y2 = (float(v) for v in prepared.lesion_boxes([lesion])[0])
         side = int(np.ceil(max(x2 - x1, y2 - y1))) + 1 + 2 * self.padding_px

@@ -31,8 +31,8 @@ import numpy as np
 
 from deeplesion.data.annotations import BOX_PADDING_PX, Lesion
 from deeplesion.data.context import context_offsets_mm, plan_context
-from deeplesion.data.paths import slice_path
-from deeplesion.data.slices import HU_OFFSET, read_png_raw
+from deeplesion.data.slices import HU_OFFSET
+from deeplesion.data.sources import SliceSource, as_source
 from deeplesion.errors import DeepLesionError
 
 
@@ -648,7 +648,7 @@ def recist_mask(recist_xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def prepare_key_slice(
-    root: str | Path,
+    source: str | Path | SliceSource,
     folder: str,
     key_slice_index: int,
     interval_mm: float,
@@ -657,19 +657,16 @@ def prepare_key_slice(
     *,
     rng: np.random.Generator | None = None,
     short_diameter_mm: float | None = None,
-    reader: Callable[[Path], np.ndarray] = read_png_raw,
 ) -> PreparedSlice:
     """Prepare one key slice with its context; ``rng`` enables the training augmentation.
 
-    ``reader`` reads a raw 16-bit slice (default: the release's PNGs under ``root``).
+    ``source`` is a dataset root (its PNGs are read) or any :class:`SliceSource`.
     """
     aug = params.augmentation if rng is not None else Augmentation()
-
-    def path(n: int) -> Path:
-        return slice_path(root, folder, n)
+    source = as_source(source)
 
     def exists(n: int) -> bool:
-        return path(n).is_file()
+        return source.has_slice(folder, n)
 
     centre = key_slice_index
     if aug.centre_shift and short_diameter_mm and interval_mm > 0 and math.isfinite(interval_mm):
@@ -690,7 +687,7 @@ def prepare_key_slice(
 
     def raw(n: int) -> np.ndarray:
         if n not in cache:
-            cache[n] = np.asarray(reader(path(n)))
+            cache[n] = np.asarray(source.read_raw(folder, n))
         return cache[n]
 
     key_raw = raw(centre)
@@ -759,16 +756,15 @@ def prepare_key_slice(
 
 
 def prepare_lesion_image(
-    root: str | Path,
+    source: str | Path | SliceSource,
     lesion: Lesion,
     params: Preprocessing,
     *,
     rng: np.random.Generator | None = None,
-    reader: Callable[[Path], np.ndarray] = read_png_raw,
 ) -> PreparedSlice:
     """:func:`prepare_key_slice` for a lesion's key slice, from its DL_info row."""
     return prepare_key_slice(
-        root,
+        source,
         lesion.series_folder,
         lesion.key_slice_index,
         lesion.slice_interval_mm,
@@ -776,7 +772,6 @@ def prepare_lesion_image(
         params,
         rng=rng,
         short_diameter_mm=lesion.short_diameter_mm,
-        reader=reader,
     )
 
 
