@@ -9,6 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 _DEFAULT_REAL = REPO.parent / "shared" / "data" / "deeplesion-real"
+#: Start of the skip reason of every test that needs the real files (the run summary counts them).
+REAL_DATA_SKIP = "real DeepLesion data not found"
 
 
 def _real_root() -> Path:
@@ -20,7 +22,7 @@ def real_data() -> Path:
     """The folder of real DeepLesion files; missing is a failure under CI, else a skip."""
     root = _real_root()
     if not root.is_dir():
-        message = f"real DeepLesion data not found at {root} (set DEEPLESION_REAL_DATA)"
+        message = f"{REAL_DATA_SKIP} at {root} (set DEEPLESION_REAL_DATA)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -55,3 +57,19 @@ def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from deeplesion.data.sample import write_sample
 
     return write_sample(tmp_path_factory.mktemp("sample") / "root", seed=0)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """End a run that skipped the real-data tests with one line that cannot be missed."""
+    skipped = [
+        r
+        for r in terminalreporter.stats.get("skipped", [])
+        if REAL_DATA_SKIP in str(getattr(r, "longrepr", ""))
+    ]
+    if skipped:
+        terminalreporter.write_line(
+            f"!!! {len(skipped)} REAL-DATA TESTS SKIPPED: {_real_root()} not found; set "
+            "DEEPLESION_REAL_DATA to the folder of real DeepLesion files (README, Quick start)",
+            red=True,
+            bold=True,
+        )

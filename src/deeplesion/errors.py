@@ -52,3 +52,11 @@ class ImageReadError(DeepLesionError, OSError):
 
 class FingerprintError(DeepLesionError, ValueError):
     """A file that is not the one an operation requires (e.g. not the official DL_info.csv)."""
+
+
+class OutputExistsError(DeepLesionError, FileExistsError):
+    """An output that already exists and would be replaced without ``--overwrite``."""
+
+
+class OutputLockedError(DeepLesionError, BlockingIOError):
+    """An output folder another run is writing into (its lock file is held)."""

@@ -47,6 +47,12 @@ def progress_bar(description: str, total: int | None) -> Iterator:
         yield update
 
 
+#: ``--overwrite`` of every command that writes a file: existing outputs are otherwise kept.
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Replace an existing output (otherwise: exit 1, keep it)."
+)
+
+
 @contextlib.contextmanager
 def fail_cleanly() -> Iterator[None]:
     """Turn the package's typed errors into a one-line message and exit status 1."""

@@ -15,9 +15,11 @@ from deeplesion.cli._common import (
     fail_cleanly,
     find_csv,
     load_table,
+    overwrite_option,
     progress_bar,
 )
 from deeplesion.data.annotations import Lesion
+from deeplesion.data.io import check_new_output
 
 _CSV = click.Path(exists=True, path_type=Path)
 _ROOT = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -75,6 +77,7 @@ def _warn_missing(missing: int, tiles: int, root: Path | None) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write tracks.csv, responses.csv and per-patient plots here.",
 )
+@overwrite_option
 @click.option("--root", type=_ROOT, help="Dataset root: add crop strips across studies.")
 @click.option(
     "--max-cost",
@@ -115,12 +118,16 @@ def growth(
     location_scale: float,
     missing: str,
     new_lesions: str,
+    overwrite: bool,
 ) -> None:
     """Link lesions across each patient's studies; tracks and RECIST 1.1 responses."""
     from deeplesion.analysis.figures import write_growth
     from deeplesion.analysis.growth import link_all, recist_responses
 
     with fail_cleanly():
+        if out_dir is not None:
+            for name in ("tracks.csv", "responses.csv"):
+                check_new_output(out_dir / name, overwrite=overwrite)
         table = load_table(csv_path)
         lesions = [l for l in table if not patient or l.patient_index in patient]
         if not lesions:
@@ -291,6 +298,7 @@ def _find_lesion(lesions: list[Lesion], name: str, which: int) -> Lesion:
     help="Feature block weight: location, size, type, tags, image.",
 )
 @_lesanet_options
+@overwrite_option
 def similar(
     csv_path: Path,
     file_name: str,
@@ -303,6 +311,7 @@ def similar(
     weights: tuple[str, ...],
     lesanet: Path | None,
     override_fingerprint: bool,
+    overwrite: bool,
 ) -> None:
     """Find the K lesions most similar to the lesion on FILE_NAME (or a row index)."""
     from deeplesion.analysis.figures import similar_strip
@@ -326,6 +335,8 @@ def similar(
                 f"{item!r}: expected BLOCK=NUMBER", param_hint="--weight"
             ) from None
     with fail_cleanly():
+        if out_png is not None:
+            check_new_output(out_png, overwrite=overwrite)
         csv_path = find_csv(csv_path)
         table = load_table(csv_path)
         query = _find_lesion(table.lesions, file_name, which)

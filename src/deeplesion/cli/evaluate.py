@@ -9,7 +9,14 @@ import click
 from rich.table import Table
 
 from deeplesion.cli import main
-from deeplesion.cli._common import console, err_console, fail_cleanly, load_table
+from deeplesion.cli._common import (
+    console,
+    err_console,
+    fail_cleanly,
+    load_table,
+    overwrite_option,
+)
+from deeplesion.data.io import check_new_output
 from deeplesion.evaluation import froc as froc_mod
 from deeplesion.evaluation.froc import (
     FP_RATES,
@@ -94,6 +101,7 @@ def _plot_suffix(path: Path | None) -> Path | None:
     callback=lambda ctx, param, value: _plot_suffix(value),
     help="Write the FROC curve with the published methods' points (.png, .svg or .pdf).",
 )
+@overwrite_option
 def detection(
     predictions: Path,
     annotations: Path,
@@ -105,9 +113,12 @@ def detection(
     strict: bool,
     as_json: bool,
     plot_path: Path | None,
+    overwrite: bool,
 ) -> None:
     """Key-slice FROC: sensitivity at 0.5, 1, 2, 4, 8, 16 FPs per image."""
     with fail_cleanly():
+        if plot_path is not None:
+            check_new_output(plot_path, overwrite=overwrite)
         table = load_table(annotations)
         gt = ground_truth(table, split)
         dets = read_predictions(predictions, gt, strict=strict, coco_images=coco_images)

@@ -13,9 +13,11 @@ from deeplesion.cli._common import (
     fail_cleanly,
     find_csv,
     load_table,
+    overwrite_option,
     progress_bar,
 )
 from deeplesion.data.annotations import LESION_TYPES, TYPE_CODES, LesionTable, split_code
+from deeplesion.data.io import check_new_output
 from deeplesion.data.windowing import PRESETS, parse_window
 
 _SPLIT = click.option(
@@ -216,6 +218,7 @@ def render(
 @_SPLIT
 @_TYPE
 @_CSV
+@overwrite_option
 def gallery(
     root: Path,
     out_path: Path,
@@ -228,11 +231,13 @@ def gallery(
     splits,
     types,
     csv_path,
+    overwrite: bool,
 ) -> None:
     """A montage of lesion crops grouped by lesion type, labelled a., b., c. ..."""
     from deeplesion.review.gallery import write_gallery
 
     with fail_cleanly():
+        check_new_output(out_path, overwrite=overwrite)
         table = _filter(_load(root, csv_path), splits, types)
         _check_window(window)
         entries = write_gallery(
@@ -282,6 +287,7 @@ def gallery(
     "--thumbnails", default=8, show_default=True, help="How many crops with --root (one per type)."
 )
 @_SPLIT
+@overwrite_option
 def bodymap(
     csv_path: Path,
     out_path: Path,
@@ -291,6 +297,7 @@ def bodymap(
     root,
     thumbnails: int,
     splits,
+    overwrite: bool,
 ) -> None:
     """Lesions' normalised x against z (head at the top), coloured by type (README Fig. 1)."""
     from deeplesion.review.bodymap import FORMATS, plotted_lesions, write_body_map
@@ -298,6 +305,7 @@ def bodymap(
     if out_path.suffix.lower().lstrip(".") not in FORMATS:
         raise click.BadParameter(f"{out_path}: use a .png, .svg or .pdf name", param_hint="--out")
     with fail_cleanly():
+        check_new_output(out_path, overwrite=overwrite)
         table = _filter(_load(csv_path, None), splits)
         write_body_map(
             out_path,
@@ -340,10 +348,15 @@ def bodymap(
 )
 @click.option("--per-type", default=4, show_default=True, help="Gallery lesions per type.")
 @click.option("--seed", default=0, show_default=True)
-def report(csv_path: Path, root, out_dir: Path, fraction, per_type: int, seed: int) -> None:
+@overwrite_option
+def report(
+    csv_path: Path, root, out_dir: Path, fraction, per_type: int, seed: int, overwrite: bool
+) -> None:
     """One self-contained HTML page: counts, distributions, body map, gallery."""
-    from deeplesion.review.report import write_report
+    from deeplesion.review.report import REPORT_FILE, write_report
 
+    with fail_cleanly():
+        check_new_output(out_dir / REPORT_FILE, overwrite=overwrite)
     with fail_cleanly(), progress_bar("report", None) as update:
         done = []
 

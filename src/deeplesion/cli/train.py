@@ -21,7 +21,15 @@ from rich.progress import (
 )
 
 from deeplesion.cli import main
-from deeplesion.cli._common import console, err_console, fail_cleanly, find_csv, load_table
+from deeplesion.cli._common import (
+    console,
+    err_console,
+    fail_cleanly,
+    find_csv,
+    load_table,
+    overwrite_option,
+)
+from deeplesion.data.io import check_new_output
 from deeplesion.training.preprocess import PRESETS
 
 _SPLITS = click.Choice(["train", "val", "test", "all"])
@@ -82,11 +90,15 @@ def _need_torch() -> None:
     help="COCO JSON to write.",
 )
 @click.option("--include-noisy", is_flag=True, help="Keep lesions marked Possibly_noisy.")
-def export_coco_cmd(csv_path: Path, split: str, out: Path, include_noisy: bool) -> None:
+@overwrite_option
+def export_coco_cmd(
+    csv_path: Path, split: str, out: Path, include_noisy: bool, overwrite: bool
+) -> None:
     """Write key slices and lesions of DL_info.csv as COCO JSON (bbox 0-based x, y, w, h)."""
     from deeplesion.training.coco import CocoError, write_coco
 
     with fail_cleanly():
+        check_new_output(out, overwrite=overwrite)
         table = load_table(csv_path)
         try:
             coco = write_coco(out, table.lesions, _split(split), include_noisy=include_noisy)
@@ -374,6 +386,7 @@ def _bar(description: str) -> Iterator:
 )
 @click.option("--batch-size", type=_POSITIVE, default=2, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
+@overwrite_option
 def detect_cmd(
     root: Path,
     checkpoint: Path,
@@ -382,8 +395,11 @@ def detect_cmd(
     annotations: Path | None,
     batch_size: int,
     device: str,
+    overwrite: bool,
 ) -> None:
     """Run a trained detector on a split's key slices and write its predictions."""
+    with fail_cleanly():
+        check_new_output(out, overwrite=overwrite)
     _need_torch()
     from deeplesion.training.detector import detect
 

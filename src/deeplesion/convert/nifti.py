@@ -33,7 +33,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from deeplesion.data.io import atomic_path
+from deeplesion.data.io import LOCK_NAME, atomic_path, output_lock
 from deeplesion.data.slices import read_png_raw
 from deeplesion.data.volumes import SubVolume, VolumeIndex, VolumeProblem, index_volumes
 from deeplesion.errors import DeepLesionError, ImageReadError
@@ -585,6 +585,24 @@ def export_nifti(
     if progress:
         progress(0, total)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Shards run side by side on purpose, each under its own lock; one run per shard.
+    with output_lock(out_dir, command="nifti", name=f"{LOCK_NAME}{_suffix(shard)}"):
+        return _export(
+            tasks, index, out_dir, shard, workers, scheduler, on_result, results, not_exported
+        )
+
+
+def _export(
+    tasks: list[ExportTask],
+    index: VolumeIndex,
+    out_dir: Path,
+    shard: tuple[int, int] | None,
+    workers: int,
+    scheduler: str | None,
+    on_result: Callable[[TaskResult], None],
+    results: list[TaskResult],
+    not_exported: list[SubVolume],
+) -> ExportReport:
     if scheduler:
         _run_dask(sorted(tasks, key=lambda t: -t.subvolume.n_slices), scheduler, on_result)
     elif workers > 1 and len(tasks) > 1:

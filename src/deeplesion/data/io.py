@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 _UMASK = os.umask(0)
@@ -67,3 +67,124 @@ def read_text(path: str | Path) -> str:
             file=str(path),
             line=line,
         ) from None
+
+
+# --------------------------------------------------------------------------- output rules
+#
+# One rule for every command that writes: an existing output file is never replaced unless
+# the caller asks (``overwrite=True``, the CLI's ``--overwrite``); folder writers keep what
+# is already there and finish the rest. A folder being written holds a lock file, so a
+# second run into it stops instead of interleaving.
+
+#: Lock file a run holds in its output folder while it writes there.
+LOCK_NAME = ".deeplesion.lock"
+#: A lock file that cannot be read is taken for stale after this many seconds.
+_UNREADABLE_LOCK_STALE_S = 10.0
+
+
+def check_new_output(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Raise :class:`~deeplesion.errors.OutputExistsError` when ``path`` exists and
+    ``overwrite`` is False; returns the path. Call it before any work is done."""
+    from deeplesion.errors import OutputExistsError
+
+    path = Path(path)
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+    return path
+
+
+def existing_outputs(paths: Iterable[str | Path]) -> list[Path]:
+    """Those of ``paths`` that already exist."""
+    return [Path(p) for p in paths if Path(p).exists() or Path(p).is_symlink()]
+
+
+def _lock_holder(lock: Path) -> dict | None:
+    import json
+
+    try:
+        data = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _is_stale(lock: Path, holder: dict | None) -> bool:
+    import socket
+    import time
+
+    if holder is None:  # being written right now, or garbage left by a crash
+        try:
+            return time.time() - lock.stat().st_mtime > _UNREADABLE_LOCK_STALE_S
+        except OSError:
+            return True
+    if holder.get("host") != socket.gethostname():
+        return False  # another machine's process cannot be checked from here
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by someone else
+    return False
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path, *, command: str = "", name: str = LOCK_NAME) -> Iterator[Path]:
+    """Hold ``folder/name`` (created with O_EXCL, holding pid, host and command) while
+    writing into ``folder``.
+
+    A lock held by a live process raises :class:`~deeplesion.errors.OutputLockedError`
+    naming it; a stale one (its process is gone on this host) is taken over. The lock is
+    removed on exit.
+    """
+    import json
+    import socket
+    import time
+
+    from deeplesion.errors import OutputLockedError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / name
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if _is_stale(lock, holder):
+                # Rename first, so two runs that both found it stale do not both take it.
+                aside = lock.with_name(f"{lock.name}.stale-{os.getpid()}")
+                with contextlib.suppress(OSError):
+                    os.replace(lock, aside)
+                    aside.unlink()
+                continue
+            who = (
+                f"pid {holder.get('pid')} on {holder.get('host')}, "
+                f"{holder.get('command') or 'deeplesion'}, since {holder.get('started')}"
+                if holder
+                else "a run that is starting"
+            )
+            raise OutputLockedError(
+                f"{folder} is being written by another run ({who}); wait for it to finish, "
+                f"or delete {lock} if that run no longer exists"
+            ) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(record))
+        break
+    else:
+        raise OutputLockedError(f"{folder}: could not take the lock {lock}")
+    try:
+        yield lock
+    finally:
+        if _lock_holder(lock) == record:
+            with contextlib.suppress(OSError):
+                lock.unlink()

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from deeplesion import __version__
-from deeplesion.data.io import read_text, write_text_atomic
+from deeplesion.data.io import output_lock, read_text, write_text_atomic
 from deeplesion.errors import DeepLesionError
 
 #: Public landing page of the release (where DL_info.csv and the zips are listed).
@@ -533,7 +533,20 @@ def download_file(
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    fetcher = _Fetcher(
+    with output_lock(dest, command="download"):
+        return _run_guarded(_fetcher(entry, dest, retries, timeout_s, backoff_s, progress, cancel))
+
+
+def _fetcher(
+    entry: ManifestEntry,
+    dest: Path,
+    retries: int,
+    timeout_s: float,
+    backoff_s: float,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+) -> _Fetcher:
+    return _Fetcher(
         entry,
         dest,
         retries=retries,
@@ -543,7 +556,6 @@ def download_file(
         cache=_VerifiedCache(dest),
         cancel=cancel or threading.Event(),
     )
-    return _run_guarded(fetcher)
 
 
 def _run_guarded(fetcher: _Fetcher) -> FileResult:
@@ -576,7 +588,22 @@ def download_all(
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    entries = list(entries)
+    with output_lock(dest, command="download"):
+        return _download_all(
+            list(entries), dest, parallel, retries, timeout_s, backoff_s, progress, cancel
+        )
+
+
+def _download_all(
+    entries: list[ManifestEntry],
+    dest: Path,
+    parallel: int,
+    retries: int,
+    timeout_s: float,
+    backoff_s: float,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+) -> DownloadReport:
     cancel = cancel or threading.Event()
     cache = _VerifiedCache(dest)
 

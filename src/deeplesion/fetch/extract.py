@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from deeplesion.data.io import atomic_path
+from deeplesion.data.io import atomic_path, output_lock
 from deeplesion.data.paths import IMAGES_DIR
 from deeplesion.errors import DeepLesionError
 
@@ -253,5 +253,13 @@ def extract_all(
     *,
     progress: Callable[[ExtractProgress], None] | None = None,
 ) -> ExtractReport:
-    """Extract each zip in turn into ``root``; a bad archive is reported and skipped."""
-    return ExtractReport([extract_archive(a, root, progress=progress) for a in archives])
+    """Extract each zip in turn into ``root``; a bad archive is reported and skipped.
+
+    Holds ``root/.deeplesion.lock`` meanwhile (OutputLockedError when another run does)."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExtractError(f"{root}: cannot create the dataset root ({exc})") from exc
+    with output_lock(root, command="extract"):
+        return ExtractReport([extract_archive(a, root, progress=progress) for a in archives])

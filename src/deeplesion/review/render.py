@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from deeplesion.data.annotations import Lesion, px1_to_index
-from deeplesion.data.io import atomic_path
+from deeplesion.data.io import atomic_path, output_lock
 from deeplesion.data.paths import key_slice_path
 from deeplesion.data.slices import read_hu
 from deeplesion.data.windowing import Window, apply_window, parse_window
@@ -262,11 +262,38 @@ def render_key_slices(
     ``out_dir/crops/<File_name stem>_<row>.png``: each lesion zoomed, with its context
     slices side by side. ``progress`` gets the number of key slices done.
     """
-    from deeplesion.review.crops import annotated_crop  # local: crops imports this module
-
     if crops and (context_slices < 1 or context_slices % 2 == 0):
         raise RenderError(f"context_slices must be an odd number >= 1, got {context_slices}")
     out_dir = Path(out_dir)
+    with output_lock(out_dir, command="render"):
+        return _render_all(
+            root,
+            lesions,
+            out_dir,
+            window,
+            style,
+            overwrite,
+            crops,
+            context_slices,
+            step_mm,
+            progress,
+        )
+
+
+def _render_all(
+    root: str | Path,
+    lesions: Iterable[Lesion],
+    out_dir: Path,
+    window: str | Window,
+    style: DrawStyle,
+    overwrite: bool,
+    crops: bool,
+    context_slices: int,
+    step_mm: float,
+    progress: Callable[[int], None] | None,
+) -> RenderResult:
+    from deeplesion.review.crops import annotated_crop  # local: crops imports this module
+
     result = RenderResult()
     for done, (name, group) in enumerate(group_by_key_slice(lesions).items(), start=1):
         target = out_dir / name
