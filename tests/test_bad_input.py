@@ -90,9 +90,11 @@ def test_output_lock_refuses_a_second_holder_and_is_released(tmp_path):
     with output_lock(tmp_path, command="first") as lock:
         assert lock == tmp_path / LOCK_NAME
         assert str(os.getpid()) in lock.read_text()
-        with pytest.raises(OutputLockedError, match="first") as info:
-            with output_lock(tmp_path, command="second"):
-                pass
+        with (
+            pytest.raises(OutputLockedError, match="first") as info,
+            output_lock(tmp_path, command="second"),
+        ):
+            pass
         assert str(lock) in str(info.value)  # says which file to delete if stale
     assert not (tmp_path / LOCK_NAME).exists()
 
@@ -196,3 +198,270 @@ def test_a_run_that_skips_real_data_tests_ends_with_one_loud_line(tmp_path):
     loud = [line for line in last if "REAL-DATA TESTS SKIPPED" in line]
     assert len(loud) == 1, run.stdout
     assert "DEEPLESION_REAL_DATA" in loud[0] and str(tmp_path / "absent") in loud[0]
+
+
+# --------------------------------------------------------------- hostile archives
+
+
+def _zip_members(path: Path, members, compression=None) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=compression or zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members:
+            zf.writestr(name, data)
+    return path
+
+
+def test_zip_bomb_is_refused_before_it_is_written(tmp_path):
+    from deeplesion.fetch.extract import ExtractLimits, extract_all
+
+    zeros = b"\0" * (8 << 20)  # 8 MiB of zeros deflate to about 8 KB: ratio ~1000:1
+    bomb = _zip_members(tmp_path / "Images_png_01.zip", [("Images_png/a/001.png", zeros)])
+    assert bomb.stat().st_size < 100_000
+    root = tmp_path / "root"
+    report = extract_all([bomb], root)
+    assert not (root / "Images_png" / "a" / "001.png").exists()
+    assert len(report.problems) == 1 and "zip bomb" in report.problems[0].reason
+    # the declared size alone: a limit below the member's size refuses it too
+    small = extract_all(
+        [bomb], root, limits=ExtractLimits(max_member_bytes=1 << 20, max_ratio=None)
+    )
+    assert "declares 8,388,608 bytes" in small.problems[0].reason
+    # the option that overrides the limits lets it through
+    allowed = extract_all([bomb], root, limits=ExtractLimits(max_member_bytes=None, max_ratio=None))
+    assert allowed.ok and (root / "Images_png" / "a" / "001.png").stat().st_size == len(zeros)
+
+
+def test_cli_extract_names_the_option_that_overrides_the_limit(tmp_path):
+    bomb = _zip_members(tmp_path / "Images_png_01.zip", [("a/001.png", b"\0" * (4 << 20))])
+    refused = run_cli("extract", bomb, tmp_path / "root")
+    no_traceback(refused)
+    assert refused.exit_code == 1 and "--max-ratio" in refused.output
+    allowed = run_cli("extract", bomb, tmp_path / "root", "--max-ratio", "100000")
+    assert allowed.exit_code == 0, allowed.output
+
+
+def test_member_larger_than_it_declares_is_refused(tmp_path):
+    import struct
+    import zipfile
+
+    from deeplesion.fetch.extract import extract_all
+
+    data = os.urandom(5000)
+    path = _zip_members(
+        tmp_path / "Images_png_01.zip", [("Images_png/a/001.png", data)], zipfile.ZIP_STORED
+    )
+    raw = bytearray(path.read_bytes())
+    # lower the uncompressed size in the central directory entry (signature PK\1\2, +24)
+    central = raw.index(b"PK\x01\x02")
+    struct.pack_into("<I", raw, central + 24, 1000)
+    path.write_bytes(bytes(raw))
+    report = extract_all([path], tmp_path / "root")
+    assert len(report.problems) == 1
+    assert not (tmp_path / "root" / "Images_png" / "a" / "001.png").exists()
+    assert not [p for p in (tmp_path / "root").rglob("*") if p.is_file() and p.name != LOCK_NAME]
+
+
+def test_archive_needing_more_space_than_free_is_not_started(tmp_path, monkeypatch):
+    import shutil as shutil_mod
+
+    from deeplesion.fetch import extract
+
+    path = _zip_members(tmp_path / "Images_png_01.zip", [("a/001.png", os.urandom(4096))])
+    real = shutil_mod.disk_usage
+    monkeypatch.setattr(extract.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    report = extract.extract_all([path], tmp_path / "root")
+    assert "GB free" in report.archives[0].error
+    assert not (tmp_path / "root" / "Images_png").exists()
+
+
+def test_duplicate_and_colliding_members_keep_the_first_and_are_reported(tmp_path):
+    import warnings
+
+    from deeplesion.fetch.extract import extract_all
+
+    first, second, third = os.urandom(300), os.urandom(300), os.urandom(300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        path = _zip_members(
+            tmp_path / "Images_png_01.zip",
+            [
+                ("Images_png/a/001.png", first),
+                ("Images_png/a/001.png", second),  # the same name twice
+                ("a/001.png", third),  # lands on the same file
+            ],
+        )
+    report = extract_all([path], tmp_path / "root")
+    assert (tmp_path / "root" / "Images_png" / "a" / "001.png").read_bytes() == first
+    reasons = [p.reason for p in report.problems]
+    assert len(reasons) == 2
+    assert reasons[0].startswith("duplicate member name")
+    assert "maps to the same file as Images_png_01.zip: Images_png/a/001.png" in reasons[1]
+
+
+def test_existing_file_with_other_contents_is_kept_unless_overwrite(tmp_path):
+    path = _zip_members(tmp_path / "Images_png_01.zip", [("a/001.png", b"from the zip")])
+    target = tmp_path / "root" / "Images_png" / "a" / "001.png"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"the user's file")
+    kept = run_cli("extract", path, tmp_path / "root")
+    assert kept.exit_code == 1 and "other contents" in kept.output
+    assert target.read_bytes() == b"the user's file"
+    replaced = run_cli("extract", path, tmp_path / "root", "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert target.read_bytes() == b"from the zip"
+
+
+# --------------------------------------------------------------- a faulty HTTP server
+
+
+class FaultyServer:
+    """127.0.0.1 server whose answers are scripted per request: ``script(n, start)`` for
+    the n-th request (0-based) with its Range start (None without Range) returns
+    (status, headers, body)."""
+
+    def __init__(self, script) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.script, self.ranges = script, []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                import re
+
+                rng = self.headers.get("Range")
+                m = re.fullmatch(r"bytes=(\d+)-", rng or "")
+                outer.ranges.append(rng)
+                status, headers, body = outer.script(
+                    len(outer.ranges) - 1, int(m.group(1)) if m else None
+                )
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, str(value))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                except OSError:
+                    pass
+                self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/Images_png_01.zip"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _honest_range(data: bytes, start: int):
+    if start >= len(data):
+        return 416, {"Content-Range": f"bytes */{len(data)}", "Content-Length": 0}, b""
+    return (
+        206,
+        {
+            "Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}",
+            "Content-Length": len(data) - start,
+        },
+        data[start:],
+    )
+
+
+def _fetch(server, tmp_path):
+    from deeplesion.fetch.download import ManifestEntry, download_all
+
+    entry = ManifestEntry("Images_png_01.zip", server.url, None)  # no MD5
+    return download_all([entry], tmp_path / "dest", retries=3, backoff_s=0, timeout_s=5).results[0]
+
+
+DATA = os.urandom(300_000)
+
+
+def test_body_cut_short_without_content_length_is_not_renamed(tmp_path):
+    def script(n, start):
+        if start is None:  # no length, and the connection closes after a third
+            return 200, {}, DATA[:100_000]
+        return _honest_range(DATA, start)
+
+    with FaultyServer(script) as server:
+        result = _fetch(server, tmp_path)
+    assert result.status == "downloaded" and not result.verified
+    assert (tmp_path / "dest" / "Images_png_01.zip").read_bytes() == DATA
+    assert server.ranges[1] is not None  # the rest was asked for with a range
+
+
+def test_body_cut_short_from_a_server_without_ranges_never_gets_the_final_name(tmp_path):
+    with FaultyServer(lambda n, start: (200, {}, DATA[:100_000])) as server:
+        result = _fetch(server, tmp_path)
+    assert result.status == "failed"
+    assert not (tmp_path / "dest" / "Images_png_01.zip").exists()
+
+
+def test_content_length_shorter_than_the_data_is_unverified_and_a_rerun_completes_it(tmp_path):
+    def script(n, start):
+        if start is None:  # claims 200,000 bytes of a 300,000-byte file
+            return 200, {"Content-Length": 200_000}, DATA
+        return _honest_range(DATA, start)
+
+    with FaultyServer(script) as server:
+        first = _fetch(server, tmp_path)
+        assert first.status == "downloaded" and not first.verified
+        again = _fetch(server, tmp_path)  # checks it again: the server's total is larger
+        assert again.status == "downloaded"
+        third = _fetch(server, tmp_path)
+    assert (tmp_path / "dest" / "Images_png_01.zip").read_bytes() == DATA
+    assert third.status == "present" and not third.verified
+
+
+def test_206_starting_elsewhere_than_its_content_range_is_caught(tmp_path):
+    def script(n, start):
+        if n == 0:  # cut after 100,000 bytes
+            return 200, {"Content-Length": len(DATA)}, DATA[:100_000]
+        if start is not None and n == 1:  # says "from start", sends bytes from 0
+            body = DATA[: len(DATA) - start]
+            return (
+                206,
+                {
+                    "Content-Range": f"bytes {start}-{len(DATA) - 1}/{len(DATA)}",
+                    "Content-Length": len(body),
+                },
+                body,
+            )
+        if start is not None:
+            return _honest_range(DATA, start)
+        return 200, {"Content-Length": len(DATA)}, DATA
+
+    with FaultyServer(script) as server:
+        result = _fetch(server, tmp_path)
+    final = tmp_path / "dest" / "Images_png_01.zip"
+    assert result.status == "downloaded"
+    assert final.read_bytes() == DATA  # never the shifted bytes
+
+
+def test_unasked_content_encoding_is_refused(tmp_path):
+    import gzip
+
+    body = gzip.compress(DATA)
+    with FaultyServer(
+        lambda n, start: (200, {"Content-Encoding": "gzip", "Content-Length": len(body)}, body)
+    ) as server:
+        result = _fetch(server, tmp_path)
+    assert result.status == "failed" and "Content-Encoding" in result.error
+    assert not (tmp_path / "dest" / "Images_png_01.zip").exists()
+
+
+def test_cli_download_reports_unverified_files(tmp_path):
+    with FaultyServer(lambda n, start: (200, {"Content-Length": len(DATA)}, DATA)) as server:
+        manifest = tmp_path / "m.tsv"
+        manifest.write_text(f"file\turl\tmd5\nImages_png_01.zip\t{server.url}\t\n")
+        result = run_cli("download", tmp_path / "dest", "--manifest", manifest)
+    assert result.exit_code == 0, result.output
+    assert "unverified" in result.output and "Images_png_01.zip" in result.output

@@ -67,13 +67,19 @@ def test_extract_writes_every_member_and_skips_them_on_rerun(tmp_path, slices):
     assert not [p for p in root.rglob("*") if p.name.startswith(".")]  # no temp files
     again = extract_all(find_archives(zips), root)
     assert again.written == 0 and again.skipped == len(slices)
-    # same size, different bytes: the CRC check catches it and the member is rewritten
+    # same size, different bytes: the CRC check catches it; the file is reported and kept
+    # (it may be the user's), and replaced only with overwrite=True
     target = root / items[1][0]
     damaged = bytearray(target.read_bytes())
     damaged[-5] ^= 0xFF
     target.write_bytes(bytes(damaged))
     third = extract_all(find_archives(zips), root)
-    assert third.written == 1 and third.skipped == len(slices) - 1
+    assert third.written == 0 and third.skipped == len(slices) - 1
+    assert [p.member for p in third.problems] == [items[1][0]]
+    assert "other contents" in third.problems[0].reason
+    assert target.read_bytes() == bytes(damaged)
+    fourth = extract_all(find_archives(zips), root, overwrite=True)
+    assert fourth.written == 1 and fourth.skipped == len(slices) - 1
     assert target.read_bytes() == items[1][1]
 
 

@@ -29,7 +29,7 @@ from deeplesion.fetch.download import (
     select_entries,
 )
 from deeplesion.fetch.download import verify as verify_files
-from deeplesion.fetch.extract import ExtractProgress, extract_all, find_archives
+from deeplesion.fetch.extract import ExtractLimits, ExtractProgress, extract_all, find_archives
 
 _MANIFEST = click.option(
     "--manifest",
@@ -189,6 +189,12 @@ def download(
         f"{len(report.failed)} failed "
         f"({sum(r.fetched_bytes for r in report.results) / 1e6:.1f} MB fetched)"
     )
+    unverified = [r.file for r in downloaded + present if not r.verified]
+    if unverified:
+        console.print(
+            f"[yellow]unverified[/yellow] (no MD5 known; complete by length only, checked "
+            f"again by each rerun): {', '.join(unverified)}"
+        )
     if not any(e.file == "DL_info.csv" for e in entries):
         console.print(
             f"DL_info.csv is not in the manifest: download it from {RELEASE_PAGE} "
@@ -253,11 +259,35 @@ def verify(dest: Path, manifest: Path | None, only: str | None) -> None:
 @click.argument("dest", type=click.Path(exists=True, path_type=Path))
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--max-shown", default=50, show_default=True, help="Problems to print.")
-def extract(dest: Path, root: Path, max_shown: int) -> None:
+@click.option(
+    "--max-member-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=64.0,
+    show_default=True,
+    help="Refuse members declaring more MiB than this (a CT slice is well under 8).",
+)
+@click.option(
+    "--max-ratio",
+    type=click.FloatRange(min=1),
+    default=100.0,
+    show_default=True,
+    help="Refuse members (of 1 MiB or more) compressed more than this (zip bombs).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace files under ROOT whose contents differ.")
+def extract(
+    dest: Path,
+    root: Path,
+    max_shown: int,
+    max_member_mb: float,
+    max_ratio: float,
+    overwrite: bool,
+) -> None:
     """Unpack the Images_png_*.zip files in DEST (or the zip DEST) into ROOT/Images_png/.
 
     Checks CRCs, skips members already extracted, refuses members that would land outside
-    ROOT and links; a damaged archive is reported and the others still extracted."""
+    ROOT, links and zip bombs; keeps (and reports) existing files with other contents and
+    duplicate members; a damaged archive is reported and the others still extracted."""
+    limits = ExtractLimits(max_member_bytes=int(max_member_mb * 2**20), max_ratio=max_ratio)
     with fail_cleanly():
         archives = find_archives(dest)
         if not archives:
@@ -279,7 +309,9 @@ def extract(dest: Path, root: Path, max_shown: int) -> None:
                     )
                 progress.update(tasks[event.archive], completed=event.done_members)
 
-            report = extract_all(archives, root, progress=update)
+            report = extract_all(
+                archives, root, progress=update, limits=limits, overwrite=overwrite
+            )
     for result in report.archives:
         state = (
             f"[red]unreadable[/red]: {escape(result.error)}"

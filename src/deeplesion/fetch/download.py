@@ -41,6 +41,9 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _ZIP_NUMBER = re.compile(r"_(\d+)\.zip$", re.IGNORECASE)
 _CONTENT_RANGE = re.compile(r"^bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)$")
+#: Without an MD5, a resumed request starts this many bytes early and the overlap must match
+#: the bytes already downloaded (catches a server whose 206 starts elsewhere than it says).
+_OVERLAP_BYTES = 64 * 1024
 
 
 class ManifestError(DeepLesionError, ValueError):
@@ -342,6 +345,7 @@ class _Fetcher:
         self.total_bytes: int | None = None
         self.fetched_bytes = 0
         self.attempts = 0
+        self.length_known = False  # the last response gave the file's length
 
     def _emit(self, state: str, done: int, message: str = "") -> None:
         if self.progress is not None:
@@ -357,22 +361,25 @@ class _Fetcher:
 
     def run(self) -> FileResult:
         entry = self.entry
+        rechecking = None  # (size, mtime) of a present file without MD5 being rechecked
         if self.final.is_file():
             size = self.final.stat().st_size
             if entry.md5 is None:
-                self._emit("present", size)
-                return self._result("present")
-            self.total_bytes = size
-            if (
+                # Nothing to hash against: ask the server again for its length (and the
+                # last bytes) by resuming it as a part file; the bytes stay if that fails.
+                st = self.final.stat()
+                rechecking = (st.st_size, st.st_mtime_ns)
+                os.replace(self.final, self.part)
+            elif (
                 self.cache.known_md5(self.final) == entry.md5
                 or self._verified_md5(self.final) == entry.md5
             ):
                 self.cache.record(self.final, entry.md5)
                 self._emit("present", size)
                 return self._result("present", verified=True)
-            # Present but corrupt: fetch again; the good copy replaces it atomically.
-            self.cache.forget(self.final)
-            self.total_bytes = None
+            else:
+                # Present but corrupt: fetch again; the good copy replaces it atomically.
+                self.cache.forget(self.final)
         failures = checksum_failures = 0
         last_error = ""
         while True:
@@ -385,6 +392,7 @@ class _Fetcher:
             try:
                 self._fetch(offset)
             except _Fatal as exc:
+                self._restore(rechecking)
                 self._emit("failed", offset, str(exc))
                 return self._result("failed", error=str(exc))
             except _Retryable as exc:
@@ -396,6 +404,7 @@ class _Fetcher:
                         f"{last_error} (gave up after {self.retries} "
                         f"retr{'y' if self.retries == 1 else 'ies'} without progress)"
                     )
+                    self._restore(rechecking)
                     self._emit("failed", offset, message)
                     return self._result("failed", error=message)
                 self._emit("retrying", offset, last_error)
@@ -418,8 +427,19 @@ class _Fetcher:
             os.replace(self.part, self.final)
             if entry.md5 is not None:
                 self.cache.record(self.final, digest)
+            if rechecking is not None and rechecking[0] == size and not self.fetched_bytes:
+                self._emit("present", size)  # the server's length agrees; nothing changed
+                return self._result("present")
             self._emit("done", size)
             return self._result("downloaded", verified=entry.md5 is not None)
+
+    def _restore(self, rechecking: tuple[int, int] | None) -> None:
+        """A present file whose recheck failed goes back to its name if it is unchanged."""
+        if rechecking is None or not self.part.exists():
+            return
+        st = self.part.stat()
+        if (st.st_size, st.st_mtime_ns) == rechecking:
+            os.replace(self.part, self.final)
 
     def _pause(self, failures: int) -> None:
         delay = min(self.backoff_s * 2 ** (failures - 1), _MAX_BACKOFF_S)
@@ -434,8 +454,10 @@ class _Fetcher:
         """One HTTP request continuing ``self.part`` from ``offset``; returns when the whole
         file is in the part file, raises _Retryable / _Fatal otherwise."""
         headers = {"User-Agent": f"deeplesion/{__version__}", "Accept-Encoding": "identity"}
+        overlap = min(offset, _OVERLAP_BYTES) if self.entry.md5 is None else 0
+        self.length_known = False
         if offset:
-            headers["Range"] = f"bytes={offset}-"
+            headers["Range"] = f"bytes={offset - overlap}-"
         request = urllib.request.Request(self.entry.url, headers=headers)
         try:
             response = urllib.request.urlopen(request, timeout=self.timeout_s)
@@ -445,6 +467,7 @@ class _Fetcher:
                 _, total = _content_range(exc.headers.get("Content-Range"))
                 if total == offset:  # the part file already holds every byte
                     self.total_bytes = total
+                    self.length_known = True
                     return
                 self._restart(
                     f"server refused to resume at byte {offset} (HTTP 416); restarting the file"
@@ -456,21 +479,33 @@ class _Fetcher:
             raise _Retryable(_describe(exc)) from exc
         with response:
             status = response.status
+            encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+            if encoding != "identity":
+                raise _Fatal(
+                    f"server sent Content-Encoding {encoding!r} although identity was asked "
+                    f"for; the bytes would not be the file ({self.entry.url})"
+                )
             length = response.headers.get("Content-Length")
             length = int(length) if length and length.isdigit() else None
             if status == 206:
                 start, total = _content_range(response.headers.get("Content-Range"))
-                if start != offset:
+                if start != offset - overlap:
                     self._restart(
                         f"server sent a range starting at byte {start}, the part "
                         f"file ends at byte {offset}; restarting the file"
                     )
                 self.total_bytes = total
+                self.length_known = total is not None
+                if overlap:
+                    self._check_overlap(response, offset, overlap)
+                    if length is not None:
+                        length -= overlap
                 mode = "ab"
             elif status == 200:
                 # A full response; when a range was asked for, the server ignored it.
                 offset, mode = 0, "wb"
                 self.total_bytes = length
+                self.length_known = length is not None
             else:
                 raise _Retryable(f"unexpected HTTP status {status}")
             received, last_emit = 0, time.monotonic()
@@ -511,6 +546,30 @@ class _Fetcher:
                     f"got {offset + received} bytes, expected {self.total_bytes}; "
                     "restarting the file"
                 )
+            if not self.length_known and self.entry.md5 is None:
+                # Neither an MD5 nor a length: the body may have been cut short. Keep the
+                # bytes and ask again with a range, whose Content-Range gives the total.
+                raise _Retryable(
+                    f"the server gave no length for {offset + received} bytes and the "
+                    "manifest no MD5; asking again to confirm the size"
+                )
+
+    def _check_overlap(self, response, offset: int, overlap: int) -> None:
+        """The first ``overlap`` bytes of a resumed answer must equal the part file's end."""
+        got = b""
+        try:
+            while len(got) < overlap and (chunk := response.read1(overlap - len(got))):
+                got += chunk
+        except (OSError, http.client.HTTPException) as exc:
+            raise _Retryable(f"connection lost ({_describe(exc)})") from exc
+        with open(self.part, "rb") as fh:
+            fh.seek(offset - overlap)
+            have = fh.read(overlap)
+        if got != have:
+            self._restart(
+                f"the server's bytes {offset - overlap}-{offset - 1} differ from those "
+                "already downloaded (its range is not where it says); restarting the file"
+            )
 
 
 def download_file(

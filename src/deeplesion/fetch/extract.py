@@ -4,12 +4,19 @@ Every member is checked before it is written: paths that would land outside ROOT
 (``..``, absolute paths, drive letters, paths through a link), links and special files are
 refused. Members are written to a temporary name and renamed, so an interrupted run leaves
 no half files; members already present with the right size and CRC-32 are skipped.
+
+Zip bombs: a member whose declared size or compression ratio is implausible for a CT slice
+(:class:`ExtractLimits`) is refused, the bytes written are counted against the declared
+size, and an archive is not started without the free space its members need. Duplicate
+member names, two members that map to one path, and an existing file with other contents
+are reported; the existing (or first) file is kept unless ``overwrite``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import zipfile
 import zlib
@@ -23,6 +30,19 @@ from deeplesion.errors import DeepLesionError
 
 _CHUNK_BYTES = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_MIB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractLimits:
+    """What a member may declare. A release slice is a 16-bit PNG (already deflated, so
+    zip compresses it hardly at all): 512 x 512 is about 0.3-0.5 MiB, the largest slices
+    a few MiB. ``None`` switches a limit off."""
+
+    max_member_bytes: int | None = 64 * _MIB
+    #: uncompressed / compressed size; checked for members of at least ``ratio_floor_bytes``
+    max_ratio: float | None = 100.0
+    ratio_floor_bytes: int = _MIB
 
 
 class ExtractError(DeepLesionError, OSError):
@@ -31,6 +51,10 @@ class ExtractError(DeepLesionError, OSError):
 
 class UnsafeMemberError(DeepLesionError, ValueError):
     """A zip member whose name or type is refused (zip-slip, absolute path, link)."""
+
+
+class _TooLong(Exception):
+    """Internal: a member decompressed to more bytes than it declares."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +181,55 @@ def _already_extracted(target: Path, info: zipfile.ZipInfo) -> bool:
         return False
 
 
+def _limit_problem(info: zipfile.ZipInfo, limits: ExtractLimits) -> str:
+    if limits.max_member_bytes is not None and info.file_size > limits.max_member_bytes:
+        return (
+            f"declares {info.file_size:,} bytes, more than a CT slice can be "
+            f"({limits.max_member_bytes:,}; --max-member-mb raises the limit); refused"
+        )
+    if (
+        limits.max_ratio is not None
+        and info.file_size >= limits.ratio_floor_bytes
+        and info.file_size > limits.max_ratio * max(info.compress_size, 1)
+    ):
+        ratio = info.file_size / max(info.compress_size, 1)
+        return (
+            f"compression ratio {ratio:.0f}:1 is implausible for a PNG slice (limit "
+            f"{limits.max_ratio:g}:1; --max-ratio raises it); refused as a possible zip bomb"
+        )
+    return ""
+
+
+def _needed_bytes(infos: list[zipfile.ZipInfo], root: Path, limits: ExtractLimits) -> int:
+    """Declared bytes of the members that are not already there with their size."""
+    needed = 0
+    for info in infos:
+        if info.is_dir() or _limit_problem(info, limits):
+            continue
+        try:
+            target = root.joinpath(*member_relpath(info.filename).parts)
+            if target.is_file() and target.stat().st_size == info.file_size:
+                continue
+        except (UnsafeMemberError, OSError):
+            continue
+        needed += info.file_size
+    return needed
+
+
 def extract_archive(
     zip_path: str | Path,
     root: str | Path,
     *,
     progress: Callable[[ExtractProgress], None] | None = None,
+    limits: ExtractLimits = ExtractLimits(),
+    overwrite: bool = False,
+    claimed: dict[Path, str] | None = None,
 ) -> ArchiveResult:
     """Extract one zip into ``root``; never raises for a bad archive or member (they are
-    reported in the result), raises ExtractError when ``root`` cannot be written."""
+    reported in the result), raises ExtractError when ``root`` cannot be written.
+
+    ``claimed`` maps the files written in this run (by earlier archives too) to the member
+    that wrote them, so a later member mapping to the same file is reported and skipped."""
     zip_path, root = Path(zip_path), Path(root)
     result = ArchiveResult(zip_path)
     name = zip_path.name
@@ -179,12 +244,23 @@ def extract_archive(
         archive.close()
         raise ExtractError(f"{root}: cannot create the dataset root ({exc})") from exc
     root_real = os.path.realpath(root)
+    claimed = {} if claimed is None else claimed
     with archive:
         infos = archive.infolist()
         result.members = len(infos)
+        needed = _needed_bytes(infos, root, limits)
+        free = shutil.disk_usage(root).free
+        if needed > free:
+            result.error = (
+                f"needs {needed / 1e9:.2f} GB for its members, {free / 1e9:.2f} GB free "
+                f"under {root}; nothing extracted"
+            )
+            return result
         safe_folders: set[Path] = set()  # folders already checked to lie inside ROOT
         for done, info in enumerate(infos, start=1):
-            problem = _extract_member(archive, info, root, root_real, result, safe_folders)
+            problem = _limit_problem(info, limits) or _extract_member(
+                archive, info, root, root_real, result, safe_folders, overwrite, claimed
+            )
             if problem:
                 result.problems.append(MemberProblem(name, info.filename, problem))
             if progress is not None:
@@ -199,6 +275,8 @@ def _extract_member(
     root_real: str,
     result: ArchiveResult,
     safe_folders: set[Path],
+    overwrite: bool,
+    claimed: dict[Path, str],
 ) -> str:
     """Extract one member; returns a problem description, or '' when all went well."""
     try:
@@ -223,18 +301,37 @@ def _extract_member(
             safe_folders.add(folder)
         if kind == "dir":
             return ""
+        first = claimed.get(target)
+        if first is not None:
+            same = (
+                "duplicate member name"
+                if first.endswith(f": {info.filename}")
+                else (f"maps to the same file as {first}")
+            )
+            return f"{same}; the first one is kept"
+        claimed[target] = f"{result.archive.name}: {info.filename}"
         # An existing link at ``target`` itself is harmless: os.replace swaps the link out.
         if _already_extracted(target, info):
             result.skipped += 1
             return ""
+        if not overwrite and (target.exists() or target.is_symlink()):
+            return f"{target} exists with other contents; kept (--overwrite replaces it)"
     except (FileExistsError, NotADirectoryError) as exc:  # a file where a folder must go
         return f"cannot create its folder ({exc})"
     except OSError as exc:
         raise ExtractError(f"{target}: cannot write ({exc})") from exc
     try:
         with atomic_path(target) as tmp, archive.open(info) as src, open(tmp, "wb") as dst:
+            written = 0
             while chunk := src.read(_CHUNK_BYTES):  # zipfile checks the CRC-32 at EOF
+                written += len(chunk)
+                if written > info.file_size:
+                    raise _TooLong(written)
                 dst.write(chunk)
+            if written != info.file_size:
+                raise zipfile.BadZipFile(f"{written} bytes, the zip declares {info.file_size}")
+    except _TooLong as exc:
+        return f"gives more bytes ({exc.args[0]:,}+) than it declares ({info.file_size:,}); refused"
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         return f"corrupt member ({exc})"
     except (NotImplementedError, RuntimeError) as exc:  # unknown compression, encryption
@@ -252,6 +349,8 @@ def extract_all(
     root: str | Path,
     *,
     progress: Callable[[ExtractProgress], None] | None = None,
+    limits: ExtractLimits = ExtractLimits(),
+    overwrite: bool = False,
 ) -> ExtractReport:
     """Extract each zip in turn into ``root``; a bad archive is reported and skipped.
 
@@ -261,5 +360,13 @@ def extract_all(
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExtractError(f"{root}: cannot create the dataset root ({exc})") from exc
+    claimed: dict[Path, str] = {}
     with output_lock(root, command="extract"):
-        return ExtractReport([extract_archive(a, root, progress=progress) for a in archives])
+        return ExtractReport(
+            [
+                extract_archive(
+                    a, root, progress=progress, limits=limits, overwrite=overwrite, claimed=claimed
+                )
+                for a in archives
+            ]
+        )
