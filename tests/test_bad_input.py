@@ -465,3 +465,184 @@ def test_cli_download_reports_unverified_files(tmp_path):
         result = run_cli("download", tmp_path / "dest", "--manifest", manifest)
     assert result.exit_code == 0, result.output
     assert "unverified" in result.output and "Images_png_01.zip" in result.output
+
+
+# =========================================================================== bad images
+
+
+def _png_with_header(path: Path, rows: int, cols: int, depth: int = 16, color: int = 0) -> Path:
+    """A PNG whose header claims ``rows`` x ``cols`` (its data is a few bytes only)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", cols, rows, depth, color, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+def _write_slice(path: Path, rows: int, cols: int, value: int = 0) -> Path:
+    import numpy as np
+
+    from deeplesion.data.slices import write_hu_png
+
+    write_hu_png(path, np.full((rows, cols), value, dtype=np.int16))
+    return path
+
+
+def test_huge_header_is_refused_before_decoding(tmp_path):
+    from deeplesion.data.slices import read_hu
+    from deeplesion.errors import ImageReadError
+
+    bomb = _png_with_header(tmp_path / "001.png", 12000, 12000)
+    with pytest.raises(ImageReadError, match=r"12000x12000.*not decoded") as info:
+        read_hu(bomb)
+    assert str(bomb) in str(info.value)
+    with pytest.raises(ImageReadError, match=r"12000x12000.*DL_info says 512x512"):
+        read_hu(bomb, (512, 512))
+
+
+def test_wrong_size_and_depth_name_the_file_and_both_sizes(tmp_path):
+    from deeplesion.data.slices import read_hu, read_png_header
+    from deeplesion.errors import ImageReadError
+
+    small = _write_slice(tmp_path / "small.png", 256, 256)
+    assert read_hu(small).shape == (256, 256)  # fine when no size is expected
+    with pytest.raises(ImageReadError) as info:
+        read_hu(small, (512, 512))
+    assert str(small) in str(info.value) and "256x256" in str(info.value)
+    assert "512x512" in str(info.value)
+    eight = tmp_path / "eight.png"
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(eight)
+    assert read_png_header(eight).bit_depth == 8
+    with pytest.raises(ImageReadError, match="not a 16-bit grayscale PNG \\(8-bit grayscale\\)"):
+        read_hu(eight)
+
+
+def _partial_root(sample_root: Path, tmp_path: Path, folders: tuple[str, ...]) -> Path:
+    """A root with the full DL_info.csv but only some series folders."""
+    import shutil
+
+    root = tmp_path / "root"
+    (root / "Images_png").mkdir(parents=True)
+    shutil.copy(sample_root / "DL_info.csv", root / "DL_info.csv")
+    for folder in folders:
+        shutil.copytree(sample_root / "Images_png" / folder, root / "Images_png" / folder)
+    return root
+
+
+def _key_slices(root: Path, folder: str) -> list[str]:
+    import csv
+
+    with open(root / "DL_info.csv", newline="") as fh:
+        return sorted({r["File_name"] for r in csv.DictReader(fh) if r["File_name"][:12] == folder})
+
+
+@pytest.mark.parametrize("bad", ["small", "bomb"])
+def test_commands_report_and_skip_a_bad_key_slice(sample_root, tmp_path, bad):
+    root = _partial_root(sample_root, tmp_path, ("000001_01_01",))
+    names = _key_slices(root, "000001_01_01")
+    victim = names[0]
+    path = root / "Images_png" / "000001_01_01" / victim[-7:]
+    path.unlink()
+    if bad == "small":
+        _write_slice(path, 256, 256)
+    else:
+        _png_with_header(path, 12000, 12000)
+    out = tmp_path / "out"
+    rendered = run_cli("render", root, "--out", out / "render")
+    no_traceback(rendered)
+    assert rendered.exit_code == 1 and f"failed {victim}" in rendered.output
+    assert sorted(p.name for p in (out / "render").glob("*.png")) == names[1:]
+    gallery = run_cli("gallery", root, "--out", out / "g.png", "--per-type", "9")
+    no_traceback(gallery)
+    assert gallery.exit_code == 0 and "left out" in gallery.output
+    report = run_cli("report", root / "DL_info.csv", "--root", root, "--out", out / "report")
+    no_traceback(report)
+    assert report.exit_code == 0, report.output
+    volumes = run_cli("volumes", root, "--check")
+    no_traceback(volumes)
+    assert victim[-7:-4].lstrip("0") in volumes.output and "unreadable" in volumes.output
+    nifti = run_cli("nifti", root, out / "nifti")
+    no_traceback(nifti)
+    assert "1 unreadable" in nifti.output
+    validated = run_cli("validate", root / "DL_info.csv", "--images", root)
+    no_traceback(validated)
+    assert validated.exit_code == 1 and str(path) in validated.output
+    similar = run_cli("similar", root / "DL_info.csv", names[1], "--root", root)
+    no_traceback(similar)
+    assert similar.exit_code == 0, similar.output
+
+
+def test_gallery_skips_an_unreadable_context_slice_and_says_so(sample_root, tmp_path):
+    from deeplesion.data.annotations import load_lesions
+    from deeplesion.review.crops import context_crop, missing_tile
+
+    root = _partial_root(sample_root, tmp_path, ("000001_01_01",))
+    lesion = next(
+        l for l in load_lesions(root / "DL_info.csv") if l.file_name.startswith("000001_01_01")
+    )
+    # the neighbour 2 mm toward the head (interval 5 mm: blended from key-1 and key)
+    above = root / "Images_png" / "000001_01_01" / f"{lesion.key_slice_index - 1:03d}.png"
+    above.write_bytes(b"not a png")
+    crop = context_crop(root, lesion, context_slices=3, tile_px=64)
+    assert crop.missing_mm == (-2.0,)
+    import numpy as np
+
+    assert np.array_equal(crop.image[:, :64], missing_tile(64))  # shown as missing
+    assert not np.array_equal(crop.image[:, 128:], missing_tile(64))  # the other is there
+    result = run_cli(
+        "gallery", root, "--out", tmp_path / "g.png", "--context", "3", "--per-type", "9"
+    )
+    no_traceback(result)
+    assert result.exit_code == 0
+    assert "missing or unreadable, shown as blank tiles marked 'missing'" in result.output
+
+
+# =========================================================================== partial roots
+
+
+def test_render_and_validate_summarise_absent_series_instead_of_failing(sample_root, tmp_path):
+    root = _partial_root(sample_root, tmp_path, ("000001_01_01",))
+    import csv
+
+    with open(root / "DL_info.csv", newline="") as fh:
+        all_names = {r["File_name"] for r in csv.DictReader(fh)}
+    present = _key_slices(root, "000001_01_01")
+    absent = len(all_names) - len(present)
+    rendered = run_cli("render", root, "--out", tmp_path / "out")
+    no_traceback(rendered)
+    assert rendered.exit_code == 0, rendered.output
+    assert rendered.output.count("failed") == 1 and "; 0 failed" in rendered.output
+    assert (
+        f"{absent:,} key slices are not under {root}; {len(present)} of {len(all_names)} present"
+        in rendered.output
+    )
+    validated = run_cli("validate", root / "DL_info.csv", "--images", root)
+    no_traceback(validated)
+    assert "image missing" not in validated.output
+    assert f"{absent:,} key slices are not under {root}" in validated.output
+
+
+def test_report_draws_a_key_slice_once_with_all_its_lesions(sample_root, tmp_path):
+    import re
+
+    from deeplesion.data.annotations import load_lesions
+    from deeplesion.review.report import build_report
+
+    table = load_lesions(sample_root / "DL_info.csv")
+    groups = table.by_file_name()
+    shared = next(name for name, ls in groups.items() if len(ls) > 1 and ls[0].coarse_type > 0)
+    # only the lesions of that slice (one type row each): the gallery shows both tiles
+    html = build_report(table.select(lambda l: l.file_name == shared), root=sample_root, per_type=4)
+    key_section = html[html.index("<h2>Key slices</h2>") :]
+    assert len(re.findall(re.escape(f'alt="{shared}"'), key_section)) == 1
+    assert f"{len(groups[shared])} lesions drawn" in key_section

@@ -82,7 +82,7 @@ def image_features(
         try:
             if path not in cache:
                 cache.clear()  # rows are grouped by key slice: keep only the last one
-                cache[path] = read_hu(path)
+                cache[path] = read_hu(path, l.image_size)
             hu = cache[path]
         except (ImageReadError, FileNotFoundError):
             if progress:

@@ -95,6 +95,17 @@ def validate(csv_path: Path, images_root: Path | None, max_shown: int, strict: b
     with fail_cleanly(), progress_bar("validating rows", None) as update:
         report = validate_csv(csv_path, images_root=images_root, progress=update)
     print_problems(report.problems, max_shown)
+    if images_root is not None:
+        present = report.key_slices - report.key_slices_absent
+        console.print(
+            f"{report.key_slices_absent:,} key slices are not under {images_root}; "
+            f"{present:,} of {report.key_slices:,} present"
+            + (
+                " (absent ones are not errors: a partial download)"
+                if present
+                else " (none: is it the folder that holds Images_png/?)"
+            )
+        )
     console.print(
         f"{report.rows} rows: {len(report.fatal)} errors, {len(report.warnings)} warnings"
     )

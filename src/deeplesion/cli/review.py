@@ -183,6 +183,19 @@ def render(
             )
     for name, reason in result.failed:
         err_console.print(f"[red]failed[/red] {name}: {reason}", highlight=False)
+    if result.absent:
+        err_console.print(
+            f"[yellow]{len(result.absent):,} key slices are not under {root}; "
+            f"{n - len(result.absent):,} of {n:,} present[/yellow] (not downloaded or "
+            "extracted yet; not counted as failures)",
+            highlight=False,
+        )
+    if result.crops_with_missing:
+        err_console.print(
+            f"[yellow]{len(result.crops_with_missing)} crops have context slices that are "
+            "missing or unreadable, shown as blank tiles marked 'missing'[/yellow]",
+            highlight=False,
+        )
     counts = f"{len(result.written)} key slices written, {len(result.skipped)} already there"
     if crops:
         counts += (
@@ -240,6 +253,7 @@ def gallery(
         check_new_output(out_path, overwrite=overwrite)
         table = _filter(_load(root, csv_path), splits, types)
         _check_window(window)
+        skipped: list[tuple[object, str]] = []
         entries = write_gallery(
             out_path,
             root,
@@ -250,6 +264,22 @@ def gallery(
             context_slices=context_slices,
             window=window,
             include_unlabelled=unlabelled,
+            on_skip=lambda lesion, reason: skipped.append((lesion, reason)),
+        )
+    for _, reason in skipped[:5]:
+        err_console.print(f"[yellow]skipped[/yellow] {reason}", highlight=False)
+    if skipped:
+        err_console.print(
+            f"[yellow]{len(skipped)} lesions left out: key slice unreadable or not the size "
+            "DL_info gives[/yellow]",
+            highlight=False,
+        )
+    with_missing = [e for e in entries if e.missing_mm]
+    if with_missing:
+        err_console.print(
+            f"[yellow]{len(with_missing)} of {len(entries)} tiles have context slices that "
+            "are missing or unreadable, shown as blank tiles marked 'missing'[/yellow]",
+            highlight=False,
         )
     single = sum(e.n_slices < context_slices for e in entries)
     if single:

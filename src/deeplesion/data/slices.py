@@ -6,7 +6,9 @@ Arrays are indexed ``[row, col]`` = ``[y - 1, x - 1]`` for DL_info pixel (x, y).
 from __future__ import annotations
 
 import io
+import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,67 @@ from deeplesion.errors import ImageReadError
 
 #: PNG value of 0 HU.
 HU_OFFSET = 32768
+#: Largest side (px) a slice may have when no expected size is given; DeepLesion slices
+#: are 512 x 512 (a few are larger, none above 1024). A bigger header is not decoded.
+MAX_SLICE_SIDE_PX = 4096
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_COLOR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+
+
+@dataclass(frozen=True, slots=True)
+class PngHeader:
+    """What a PNG's IHDR chunk says, read without decoding the image."""
+
+    rows: int
+    cols: int
+    bit_depth: int
+    color_type: int  #: 0 = grayscale
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows, self.cols
+
+
+def parse_png_header(data: bytes, path: str | Path = "") -> PngHeader:
+    """The IHDR of PNG bytes (the first 33 are enough); ImageReadError naming ``path``."""
+    if data[:8] != _PNG_SIGNATURE:
+        raise ImageReadError(f"{path}: not a PNG file (no PNG signature)")
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise ImageReadError(f"{path}: truncated or malformed PNG header")
+    cols, rows, depth, color = struct.unpack(">IIBB", data[16:26])
+    return PngHeader(rows, cols, depth, color)
+
+
+def read_png_header(path: str | Path) -> PngHeader:
+    """Read only the header of a slice PNG (33 bytes): size, bit depth, colour type."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(33)
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return parse_png_header(data, path)
+
+
+def check_png_header(
+    header: PngHeader, path: str | Path, expected_shape: tuple[int, int] | None = None
+) -> PngHeader:
+    """Raise ImageReadError unless the header is a 16-bit grayscale slice of the expected
+    ``(rows, cols)`` (DL_info's ``Image_size``), or, without one, of a plausible size."""
+    if header.bit_depth != 16 or header.color_type != 0:
+        kind = _COLOR_TYPES.get(header.color_type, f"colour type {header.color_type}")
+        raise ImageReadError(f"{path}: not a 16-bit grayscale PNG ({header.bit_depth}-bit {kind})")
+    if expected_shape is not None and header.shape != tuple(expected_shape):
+        rows, cols = expected_shape
+        raise ImageReadError(
+            f"{path}: image is {header.rows}x{header.cols} (rows x cols), DL_info says "
+            f"{rows}x{cols}; not used"
+        )
+    if not 0 < max(header.rows, header.cols) <= MAX_SLICE_SIDE_PX or min(header.shape) == 0:
+        raise ImageReadError(
+            f"{path}: header says {header.rows}x{header.cols} pixels, not a plausible CT "
+            f"slice (at most {MAX_SLICE_SIDE_PX} a side); not decoded"
+        )
+    return header
 
 
 def png_to_hu(raw: np.ndarray) -> np.ndarray:
@@ -43,17 +106,20 @@ def hu_to_png(hu: np.ndarray) -> np.ndarray:
     return hu.view(np.uint16) ^ np.uint16(0x8000)
 
 
-def read_png_raw(path: str | Path) -> np.ndarray:
+def read_png_raw(path: str | Path, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read a 16-bit grayscale PNG as uint16 ``[row, col]``.
 
-    Raises :class:`ImageReadError` naming the file when it is missing, unreadable or
-    not 16-bit.
+    The header is checked before anything is decoded (:func:`check_png_header`: 16-bit
+    grayscale, ``expected_shape`` = DL_info's rows, cols when given, a plausible size).
+    Raises :class:`ImageReadError` naming the file when it is missing, unreadable, not
+    16-bit or of the wrong size.
     """
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    check_png_header(parse_png_header(data, path), path, expected_shape)
     try:
         with Image.open(io.BytesIO(data)) as img:
             mode = img.mode
@@ -66,7 +132,7 @@ def read_png_raw(path: str | Path) -> np.ndarray:
         raise
     except UnidentifiedImageError as exc:
         raise ImageReadError(f"{path}: not an image file") from exc
-    except (OSError, SyntaxError, ValueError, zlib.error) as exc:
+    except (OSError, SyntaxError, ValueError, zlib.error, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"{path}: unreadable PNG: {exc}") from exc
     if arr.dtype != np.uint16:
         if arr.min() < 0 or arr.max() > 0xFFFF:
@@ -75,9 +141,9 @@ def read_png_raw(path: str | Path) -> np.ndarray:
     return arr
 
 
-def read_hu(path: str | Path) -> np.ndarray:
-    """Read one slice as int16 HU ``[row, col]``."""
-    return png_to_hu(read_png_raw(path))
+def read_hu(path: str | Path, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read one slice as int16 HU ``[row, col]`` (header checked as :func:`read_png_raw`)."""
+    return png_to_hu(read_png_raw(path, expected_shape))
 
 
 def write_hu_png(path: str | Path, hu: np.ndarray, *, compress_level: int = 6) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from deeplesion.data.annotations import BOX_PADDING_PX, Lesion, iter_rows, parse_row
 from deeplesion.data.paths import key_slice_path
-from deeplesion.errors import AnnotationError
+from deeplesion.data.slices import check_png_header, read_png_header
+from deeplesion.errors import AnnotationError, ImageReadError
 
 #: Tolerance (pixels) for the box vs. the padded RECIST extent, and for the diameters
 #: vs. the end-point distances. DL_info stores about 6 significant digits.
@@ -49,6 +50,9 @@ class ValidationReport:
     file: str
     rows: int = 0
     problems: list[Problem] = field(default_factory=list)
+    #: with ``images_root``: key slices checked, and those whose PNG is not there at all
+    key_slices: int = 0
+    key_slices_absent: int = 0
 
     @property
     def fatal(self) -> list[Problem]:
@@ -159,14 +163,17 @@ def validate(
     images_root: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ValidationReport:
-    """Check every row of a DL_info.csv; with ``images_root``, also that key slices exist
-    (release layout, or a flat folder of key slices named by ``File_name``).
+    """Check every row of a DL_info.csv; with ``images_root``, also each key slice
+    (release layout, or a flat folder of key slices named by ``File_name``): a PNG that is
+    there must be a 16-bit grayscale slice of the row's ``Image_size`` (read from its
+    header, without decoding). Absent PNGs (a partial root) are counted in
+    ``key_slices_absent``, not reported one by one.
 
     ``progress`` is called with the number of rows checked so far, every 1000 rows.
     """
     path = Path(path)
     report = ValidationReport(str(path))
-    seen: dict[str, int] = {}
+    seen: dict[str, str] = {}
     for row_index, cells in iter_rows(path):
         report.rows += 1
         if progress and report.rows % 1000 == 0:
@@ -177,19 +184,18 @@ def validate(
             report.problems.append(Problem.from_error(exc))
             continue
         report.problems.extend(check_lesion(lesion, file=str(path)))
-        if images_root is not None:
-            if lesion.file_name not in seen:
-                seen[lesion.file_name] = key_slice_path(images_root, lesion.file_name).is_file()
-            if not seen[lesion.file_name]:
-                png = Path(images_root) / lesion.png_relpath
+        if images_root is not None and lesion.file_name not in seen:
+            png = key_slice_path(images_root, lesion.file_name)
+            report.key_slices += 1
+            seen[lesion.file_name] = ""
+            if not png.is_file():
+                report.key_slices_absent += 1
+                continue
+            try:
+                check_png_header(read_png_header(png), png, lesion.image_size)
+            except ImageReadError as exc:
                 report.problems.append(
-                    Problem(
-                        str(path),
-                        row_index + 2,
-                        "File_name",
-                        lesion.file_name,
-                        f"image missing: {png}",
-                    )
+                    Problem(str(path), row_index + 2, "File_name", lesion.file_name, str(exc))
                 )
     if progress:
         progress(report.rows)

@@ -250,9 +250,11 @@ def index_volumes(
         on_disk = set(numbers)
         present = set(numbers)
         if check_slices:
+            # every slice of a series has the size its DL_info rows give
+            expected = rows[0].image_size if rows else None
             for n in numbers:
                 try:
-                    read_png_raw(slice_path(root, folder, n))
+                    read_png_raw(slice_path(root, folder, n), expected)
                 except ImageReadError as exc:
                     present.discard(n)
                     problems.append(VolumeProblem("unreadable-slice", folder, n, detail=str(exc)))

@@ -4,15 +4,16 @@ and the body-map thumbnails."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from deeplesion.data.annotations import Lesion, index_to_px1, px1_to_index
-from deeplesion.data.context import load_context
+from deeplesion.data.context import context_offsets_mm
 from deeplesion.data.io import save_figure
 from deeplesion.data.measurement import fitted_ellipse
 from deeplesion.data.paths import key_slice_path, slice_path
@@ -88,7 +89,7 @@ def lesion_crop(
     """
     from PIL import Image
 
-    hu = read_hu(key_slice_path(root, lesion.file_name))
+    hu = read_hu(key_slice_path(root, lesion.file_name), lesion.image_size)
     patch, _ = hu_patch(hu, lesion, scale=scale, side_mm=side_mm)
     win = window or Window(*lesion.dicom_window_hu)
     img = Image.fromarray(apply_window(patch, win)).resize(
@@ -178,7 +179,52 @@ def shift_lesion(lesion: Lesion, left: float, top: float, scale: float) -> Lesio
     return replace(lesion, recist_px1=move(lesion.recist_px1), box_px1=move(lesion.box_px1))
 
 
-def annotated_crop(
+@dataclass(frozen=True, slots=True)
+class ContextCrop:
+    """An annotated crop and the context offsets (mm) shown as missing tiles: neighbours
+    that are not on disk, unreadable, or not placeable (unknown slice interval)."""
+
+    image: np.ndarray
+    missing_mm: tuple[float, ...] = ()
+
+
+def missing_tile(tile_px: int) -> np.ndarray:
+    """A dark RGB tile crossed out and marked 'missing': a context slice not available."""
+    from PIL import ImageDraw
+
+    tile = Image.new("RGB", (tile_px, tile_px), (40, 40, 48))
+    draw = ImageDraw.Draw(tile)
+    draw.line((0, 0, tile_px - 1, tile_px - 1), fill=(110, 110, 120), width=1)
+    draw.line((0, tile_px - 1, tile_px - 1, 0), fill=(110, 110, 120), width=1)
+    draw.rectangle(
+        (tile_px // 2 - 26, tile_px // 2 - 8, tile_px // 2 + 26, tile_px // 2 + 8),
+        fill=(40, 40, 48),
+    )
+    draw.text((tile_px // 2 - 21, tile_px // 2 - 6), "missing", fill=(230, 230, 230))
+    return np.asarray(tile)
+
+
+def _neighbour_hu(root: str | Path, lesion: Lesion, offset_mm: float) -> np.ndarray | None:
+    """The slice ``offset_mm`` from the key slice (fractional offsets blended linearly), or
+    None when a slice it needs is absent or unreadable, or the interval is unknown."""
+    interval = lesion.slice_interval_mm
+    if not interval > 0:
+        return None
+    pos = offset_mm / interval
+    lo, hi = math.floor(pos), math.ceil(pos)
+    out = np.zeros(lesion.image_size, dtype=np.float32)
+    for number, weight in ((lo, 1.0 - (pos - lo)), (hi, pos - lo)) if lo != hi else ((lo, 1.0),):
+        path = slice_path(root, lesion.series_folder, lesion.key_slice_index + number)
+        if not path.is_file():
+            return None
+        try:
+            out += read_hu(path, lesion.image_size).astype(np.float32) * np.float32(weight)
+        except ImageReadError:
+            return None
+    return out
+
+
+def context_crop(
     root: str | Path,
     lesion: Lesion,
     *,
@@ -187,35 +233,38 @@ def annotated_crop(
     step_mm: float = 2.0,
     tile_px: int = 128,
     annotate: bool = True,
-) -> np.ndarray:
+) -> ContextCrop:
     """RGB uint8 ``[tile_px, tile_px * n, 3]``: context slices (head side first), key slice
     in the middle with the lesion drawn.
 
     Context slices need the release layout (``Images_png/<folder>/<NNN>.png``); with a
     flat copy of key slices only, or ``context_slices=1``, the key slice alone is returned.
+    A neighbour that is missing or unreadable is a :func:`missing_tile` (never a copy of
+    the key slice) and listed in ``missing_mm``. Raises :class:`ImageReadError` when the
+    key slice cannot be used (missing, unreadable, not DL_info's size).
     """
     win = window_for(lesion, window)
+    key_hu = read_hu(key_slice_path(root, lesion.file_name), lesion.image_size)
     release = slice_path(root, lesion.series_folder, lesion.key_slice_index)
-    if context_slices > 1 and release.is_file():
-        stack = load_context(
-            root,
-            lesion.series_folder,
-            lesion.key_slice_index,
-            lesion.slice_interval_mm,
-            n_slices=context_slices,
-            step_mm=step_mm,
-        )
-    else:
-        stack = read_hu(key_slice_path(root, lesion.file_name))[None].astype(np.float32)
+    offsets = context_offsets_mm(context_slices, step_mm) if release.is_file() else [0.0]
     left, top, side = crop_square_index(lesion)
     scale = tile_px / side
-    key = len(stack) // 2
-    tiles = []
-    for i, hu in enumerate(stack):
+    tiles, missing = [], []
+    for offset in offsets:
+        hu = key_hu if offset == 0 else _neighbour_hu(root, lesion, offset)
+        if hu is None:
+            tiles.append(missing_tile(tile_px))
+            missing.append(offset)
+            continue
         grey = _crop_resize(apply_window(hu, win), left, top, side, tile_px)
-        if i == key and annotate:
+        if offset == 0 and annotate:
             moved = shift_lesion(lesion, left, top, scale)
             tiles.append(draw_lesions(grey, [moved], DrawStyle(label=False)))
         else:
             tiles.append(np.repeat(grey[:, :, None], 3, axis=2))
-    return np.concatenate(tiles, axis=1)
+    return ContextCrop(np.concatenate(tiles, axis=1), tuple(missing))
+
+
+def annotated_crop(root: str | Path, lesion: Lesion, **kwargs) -> np.ndarray:
+    """The image of :func:`context_crop` (same arguments)."""
+    return context_crop(root, lesion, **kwargs).image

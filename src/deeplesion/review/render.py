@@ -211,7 +211,7 @@ def render_key_slice(
     lesions = list(lesions)
     first = _one_slice(lesions)
     if hu is None:
-        hu = read_hu(key_slice_path(root, first.file_name))
+        hu = read_hu(key_slice_path(root, first.file_name), first.image_size)
     return draw_lesions(apply_window(hu, window_for(first, window)), lesions, style)
 
 
@@ -232,6 +232,10 @@ class RenderResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  #: (what, reason)
     crops_written: list[Path] = field(default_factory=list)
     crops_skipped: list[Path] = field(default_factory=list)
+    #: key slices whose PNG is not under the root (a partial download): not failures
+    absent: list[str] = field(default_factory=list)
+    #: crops with context tiles shown as missing (neighbour absent or unreadable)
+    crops_with_missing: list[Path] = field(default_factory=list)
 
 
 def group_by_key_slice(lesions: Iterable[Lesion]) -> dict[str, list[Lesion]]:
@@ -292,16 +296,19 @@ def _render_all(
     step_mm: float,
     progress: Callable[[int], None] | None,
 ) -> RenderResult:
-    from deeplesion.review.crops import annotated_crop  # local: crops imports this module
+    from deeplesion.review.crops import context_crop  # local: crops imports this module
 
     result = RenderResult()
     for done, (name, group) in enumerate(group_by_key_slice(lesions).items(), start=1):
         target = out_dir / name
-        if target.is_file() and not overwrite:
+        present = key_slice_path(root, name).is_file()
+        if not present:
+            result.absent.append(name)
+        elif target.is_file() and not overwrite:
             result.skipped.append(target)
         else:
             try:
-                hu = read_hu(key_slice_path(root, group[0].file_name))
+                hu = read_hu(key_slice_path(root, group[0].file_name), group[0].image_size)
                 result.written.append(
                     write_png(
                         target, render_key_slice(root, group, window=window, style=style, hu=hu)
@@ -309,25 +316,19 @@ def _render_all(
                 )
             except (OSError, ValueError) as exc:
                 result.failed.append((name, str(exc)))
-        if crops:
+        if crops and present:
             for lesion in group:
                 crop_path = out_dir / "crops" / f"{Path(name).stem}_{lesion.row_index}.png"
                 if crop_path.is_file() and not overwrite:
                     result.crops_skipped.append(crop_path)
                     continue
                 try:
-                    result.crops_written.append(
-                        write_png(
-                            crop_path,
-                            annotated_crop(
-                                root,
-                                lesion,
-                                window=window,
-                                context_slices=context_slices,
-                                step_mm=step_mm,
-                            ),
-                        )
+                    crop = context_crop(
+                        root, lesion, window=window, context_slices=context_slices, step_mm=step_mm
                     )
+                    result.crops_written.append(write_png(crop_path, crop.image))
+                    if crop.missing_mm:
+                        result.crops_with_missing.append(crop_path)
                 except (OSError, ValueError) as exc:
                     result.failed.append((f"{name} (crop of row {lesion.row_index})", str(exc)))
         if progress:

@@ -271,11 +271,17 @@ def build_report(
                 f"{html.escape(str(root))}.</p>"
             )
         else:
+            missing = sum(len(e.missing_mm) for e in entries)
             shown = (
                 "context slices at -2, 0, +2 mm, key slice annotated"
                 if all(e.n_slices == 3 for e in entries)
                 else "key slices annotated (context slices not found under the root)"
             )
+            if missing:
+                shown += (
+                    f"; {missing} context slices missing or unreadable under the root, "
+                    "shown as blank tiles marked 'missing'"
+                )
             parts.append(
                 "<h2>Gallery</h2>"
                 + _img(
@@ -285,7 +291,7 @@ def build_report(
                     "gallery",
                 )
             )
-            parts.append(_key_slice_section(root, table, entries[:3]))
+            parts.append(_key_slice_section(root, table, entries, limit=3))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts.append(f"<p class=muted>deeplesion {__version__}, {stamp}</p>")
     return (
@@ -296,18 +302,25 @@ def build_report(
     )
 
 
-def _key_slice_section(root, table: LesionTable, entries) -> str:
+def _key_slice_section(root, table: LesionTable, entries, limit: int) -> str:
+    """Up to ``limit`` distinct key slices of the gallery, each drawn once with all its
+    lesions; the caption names every gallery tile on it."""
     from deeplesion.review.render import render_key_slice
 
     groups = table.by_file_name()
-    figs = []
+    letters: dict[str, list[str]] = {}
     for entry in entries:
-        name = entry.lesion.file_name
+        letters.setdefault(entry.lesion.file_name, []).append(f"{entry.letter}.")
+    figs = []
+    for name, tiles in letters.items():
+        if len(figs) == limit:
+            break
         try:
             rgb = render_key_slice(root, groups[name])
         except (OSError, ValueError):
             continue
-        figs.append(_img(_array_png(rgb), f"{name} (gallery {entry.letter}.)", name))
+        caption = f"{name} (gallery {', '.join(tiles)}; {len(groups[name])} lesions drawn)"
+        figs.append(_img(_array_png(rgb), caption, name))
     if not figs:
         return ""
     return "<h2>Key slices</h2><div class=grid>" + "".join(figs) + "</div>"
