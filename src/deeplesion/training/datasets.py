@@ -125,9 +125,10 @@ class KeySliceDetectionDataset(_Base):
     """Key slices with their lesions, for detection.
 
     ``preset``: a :class:`Preprocessing` or preset name (see
-    ``deeplesion.training.presets.PREPROCESSING_PRESETS``); ``overrides`` replaces any of its fields (values
-    checked against the field types). The preset's augmentation is applied only with
-    ``train=True``. ``masks=True`` adds the weak RECIST masks (n, H, W) to the target.
+    ``deeplesion.training.presets.PREPROCESSING_PRESETS``); ``overrides`` replaces any of
+    its fields (values checked against the field types). The preset's augmentation is
+    applied only with ``train=True``. ``masks=True`` adds the weak RECIST masks (n, H, W)
+    to the target.
     ``cache=True`` keeps un-augmented samples in memory (per worker) after the first read.
     Noisy lesions are left out unless ``include_noisy``.
     """
