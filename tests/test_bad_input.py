@@ -646,3 +646,159 @@ def test_report_draws_a_key_slice_once_with_all_its_lesions(sample_root, tmp_pat
     key_section = html[html.index("<h2>Key slices</h2>") :]
     assert len(re.findall(re.escape(f'alt="{shared}"'), key_section)) == 1
     assert f"{len(groups[shared])} lesions drawn" in key_section
+
+
+# =========================================================================== annotations
+
+
+def _csv_rows(sample_root: Path) -> tuple[list[str], list[dict[str, str]]]:
+    import csv
+
+    with open(sample_root / "DL_info.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[dict[str, str]]) -> Path:
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _one_changed(sample_root, tmp_path, **changes) -> Path:
+    """The sample's first 3 rows with the second one changed (line 3)."""
+    header, rows = _csv_rows(sample_root)
+    rows = rows[:3]
+    rows[1] = {**rows[1], **changes}
+    return _write_csv(tmp_path / "DL_info.csv", header, rows)
+
+
+def test_non_strict_load_drops_rows_with_fatal_errors_and_says_so(sample_root, tmp_path):
+    from deeplesion.data.annotations import load_lesions
+
+    _, rows = _csv_rows(sample_root)
+    x, y, z = rows[1]["Spacing_mm_px_"].split(",")
+    path = _one_changed(sample_root, tmp_path, Spacing_mm_px_=f"-{x.strip()}, -{y.strip()}, {z}")
+    table = load_lesions(path)
+    assert [l.row_index for l in table] == [0, 2]
+    assert table.dropped_lines == [3]
+    assert all(l.long_diameter_mm > 0 for l in table)
+    measured = run_cli("measure", path)
+    no_traceback(measured)
+    assert "1 rows of" in measured.output and "left out" in measured.output
+    assert "-" + f"{float(rows[1]['Lesion_diameters_Pixel_'].split(',')[0]):.1f}" not in (
+        measured.output
+    )
+    for command in (["stats", path], ["report", path, "--out", tmp_path / "r"]):
+        result = run_cli(*command)
+        no_traceback(result)
+        assert result.exit_code == 0 and "left out" in result.output
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "fatal"),
+    [
+        ("Spacing_mm_px_", "1e300, 1e300, 5", True),
+        ("Spacing_mm_px_", "1e-300, 1e-300, 5", True),
+        ("Spacing_mm_px_", "0.8, 0.8, 1e300", True),
+        ("Spacing_mm_px_", "3.5, 3.5, 5", False),  # possible, not DeepLesion-like
+        ("Patient_age", "-5", True),
+        ("Patient_age", "1e308", True),
+        ("Patient_age", "115", False),
+        ("Image_size", "100000, 100000", True),
+        ("Slice_range", "1, 999999999", True),
+        ("Slice_range", "1, 1500", False),
+    ],
+)
+def test_plausibility_checks(sample_root, tmp_path, column, value, fatal):
+    from deeplesion.data.annotations import load_lesions
+    from deeplesion.data.validation import validate
+
+    path = _one_changed(sample_root, tmp_path, **{column: value})
+    report = validate(path)
+    found = [p for p in report.problems if p.column == column and p.line == 3]
+    assert len(found) == 1, report.problems
+    assert found[0].fatal is fatal
+    assert (3 in load_lesions(path).dropped_lines) is fatal
+
+
+def test_report_of_a_file_with_an_overflowing_spacing_works(sample_root, tmp_path):
+    path = _one_changed(sample_root, tmp_path, Spacing_mm_px_="1e300, 1e300, 5")
+    result = run_cli("report", path, "--out", tmp_path / "r")
+    no_traceback(result)
+    assert result.exit_code == 0 and (tmp_path / "r" / "report.html").is_file()
+
+
+def test_duplicated_rows_are_a_warning(sample_root, tmp_path):
+    from deeplesion.data.validation import validate
+
+    header, rows = _csv_rows(sample_root)
+    path = _write_csv(tmp_path / "DL_info.csv", header, [rows[0], rows[1], rows[0]])
+    report = validate(path)
+    assert [(p.line, p.message, p.fatal) for p in report.problems] == [
+        (4, "duplicate of line 2", False)
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "000001_01_01_\u0661\u0660.png",  # Arabic-Indic digits
+        "000001_01_01_0010.png",  # an extra leading zero
+        "\uff10\uff10\uff10\uff10\uff10\uff11_01_01_010.png",  # full-width digits
+    ],
+)
+def test_only_canonical_ascii_file_names_are_accepted(sample_root, tmp_path, name):
+    from deeplesion.data.annotations import load_lesions
+
+    path = _one_changed(sample_root, tmp_path, File_name=name)
+    table = load_lesions(path)
+    assert table.dropped_lines == [3]
+    problem = next(p for p in table.problems if p.line == 3)
+    assert problem.column == "File_name" and problem.value == name
+
+
+def test_a_huge_cell_is_a_located_error(sample_root, tmp_path):
+    from deeplesion.data.annotations import load_lesions
+    from deeplesion.errors import AnnotationError
+
+    path = _one_changed(sample_root, tmp_path, Bounding_boxes="1" * 200_000)
+    with pytest.raises(AnnotationError) as info:
+        load_lesions(path)
+    assert info.value.line == 3 and str(path) in str(info.value)
+    result = run_cli("validate", path)
+    no_traceback(result)
+    assert result.exit_code == 1 and "line 3" in result.output
+
+
+def test_header_only_csv_gives_empty_results_not_tracebacks(sample_root, tmp_path):
+    header, _ = _csv_rows(sample_root)
+    path = _write_csv(tmp_path / "DL_info.csv", header, [])
+    for command in (
+        ["report", path, "--out", tmp_path / "r"],
+        ["stats", path],
+        ["validate", path],
+        ["measure", path],
+        ["bodymap", path, "--out", tmp_path / "b.png"],
+    ):
+        result = run_cli(*command)
+        no_traceback(result)
+        assert result.exit_code == 0, (command, result.output)
+
+
+def test_row_with_a_missing_cell_names_the_cell_count(sample_root, tmp_path):
+    from deeplesion.data.annotations import load_lesions
+
+    header, rows = _csv_rows(sample_root)
+    path = _write_csv(tmp_path / "DL_info.csv", header, rows[:2])
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0]  # drop the last cell (Train_Val_Test)
+    path.write_text("\n".join(lines) + "\n")
+    table = load_lesions(path)
+    problem = next(p for p in table.problems if p.line == 3)
+    assert problem.message == "expected 18 cells, found 17"
+    assert problem.column == ""

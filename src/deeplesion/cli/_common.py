@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -72,11 +73,13 @@ def print_problems(problems: list, max_shown: int) -> None:
 
 def warn_unusable(table) -> None:
     """Say on stderr when a table's loading met errors (rows left out or flagged)."""
-    fatal = [p for p in table.problems if p.fatal]
-    if fatal:
+    dropped = table.dropped_lines
+    if dropped:
+        fatal = [p for p in table.problems if p.fatal]
+        shown = ", ".join(map(str, dropped[:5])) + (", ..." if len(dropped) > 5 else "")
         err_console.print(
-            f"[yellow]warning[/yellow]: {len(fatal)} error(s) in {table.source} "
-            "(rows that cannot be parsed are left out); run `deeplesion "
+            f"[yellow]warning[/yellow]: {len(dropped)} rows of {table.source} left out "
+            f"(errors on lines {shown}; first: {escape(fatal[0].message)}); run `deeplesion "
             "validate` for the list",
             highlight=False,
         )

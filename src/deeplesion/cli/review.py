@@ -93,15 +93,7 @@ def _check_window(window: str) -> str:
 
 
 def _load(root_or_csv: Path, csv_path: Path | None) -> LesionTable:
-    table = load_table(csv_path or root_or_csv)
-    fatal = [p for p in table.problems if p.fatal]
-    if fatal:
-        err_console.print(
-            f"[yellow]{len(fatal)} rows skipped (run `deeplesion validate`); "
-            f"first: {fatal[0]}[/yellow]",
-            highlight=False,
-        )
-    return table
+    return load_table(csv_path or root_or_csv)
 
 
 @click.command()
@@ -398,6 +390,7 @@ def report(
             find_csv(csv_path),
             out_dir,
             root=root,
+            table=load_table(csv_path),
             fraction=fraction,
             per_type=per_type,
             seed=seed,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deeplesion.data.checks import Problem, check_lesion
+from deeplesion.data.checks import Problem, check_lesion, duplicate_problem
 from deeplesion.data.lesion import (
     BOX_PADDING_PX,
     LESION_TYPES,
@@ -134,6 +134,8 @@ def parse_row(cells: Mapping[str, str | None], row_index: int, *, file: str = ""
 
 
 def _parse_row(given: Mapping[str, str | None], row_index: int) -> Lesion:
+    if given.get(CELL_COUNT) is not None:
+        raise _BadCell("", None, str(given[CELL_COUNT]))
     cells = {column: text for column, text in given.items() if text is not None}
     for column in COLUMNS:
         if column not in cells:
@@ -186,8 +188,16 @@ def _parse_row(given: Mapping[str, str | None], row_index: int) -> Lesion:
     return lesion
 
 
+#: Key of a row's cells that, when present, says the row has the wrong number of cells.
+CELL_COUNT = "\0cell count"
+
+
 def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str | None]]]:
-    """Yield (0-based row index, cells) for each data row; checks the header."""
+    """Yield (0-based row index, cells) for each data row; checks the header.
+
+    A row with more or fewer cells than the header carries ``cells[CELL_COUNT]`` ("expected
+    18 cells, found 17"), which :func:`parse_row` reports. A cell too long for the csv
+    module raises AnnotationError naming its line."""
     from deeplesion.data.io import read_text
 
     path = Path(path)
@@ -201,10 +211,18 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str | None]]]:
         if missing:
             raise AnnotationError(f"missing columns {missing}", file=str(path), line=1)
         positions = {c: header.index(c) for c in COLUMNS}
-        for row_index, row in enumerate(reader):
-            if not row:
-                continue
-            yield row_index, {c: (row[i] if i < len(row) else None) for c, i in positions.items()}
+        try:
+            for row_index, row in enumerate(reader):
+                if not row:
+                    continue
+                cells = {c: (row[i] if i < len(row) else None) for c, i in positions.items()}
+                if len(row) != len(header):
+                    cells[CELL_COUNT] = f"expected {len(header)} cells, found {len(row)}"
+                yield row_index, cells
+        except csv.Error as exc:
+            raise AnnotationError(
+                f"unreadable row ({exc})", file=str(path), line=reader.line_num
+            ) from None
 
 
 # --------------------------------------------------------------------------- tables
@@ -220,6 +238,11 @@ class LesionTable:
 
     def __len__(self) -> int:
         return len(self.lesions)
+
+    @property
+    def dropped_lines(self) -> list[int]:
+        """CSV lines left out because of a fatal problem, sorted."""
+        return sorted({p.line for p in self.problems if p.fatal and p.line is not None})
 
     def __iter__(self) -> Iterator[Lesion]:
         return iter(self.lesions)
@@ -248,14 +271,19 @@ class LesionTable:
 def load_lesions(path: str | Path, *, strict: bool = False) -> LesionTable:
     """Load DL_info.csv (or a split or excerpt of it) into a :class:`LesionTable`.
 
-    Non-strict: rows that cannot be parsed are left out and recorded as fatal problems in
-    ``table.problems``, together with the consistency problems of :func:`validation.check_lesion`.
-    Strict: the first fatal problem raises :class:`AnnotationError`.
+    Non-strict: rows with a fatal problem (that cannot be parsed, or fail a consistency or
+    plausibility check of :func:`checks.check_lesion`) are left out; every problem is in
+    ``table.problems`` and ``table.dropped_lines`` lists the lines left out. Strict: the
+    first fatal problem raises :class:`AnnotationError`.
     """
     path = Path(path)
     lesions: list[Lesion] = []
     problems: list[Problem] = []
+    seen: dict[tuple, int] = {}
     for row_index, cells in iter_rows(path):
+        duplicate = duplicate_problem(cells, row_index + 2, seen, file=str(path))
+        if duplicate is not None:
+            problems.append(duplicate)
         try:
             lesion = parse_row(cells, row_index, file=str(path))
         except AnnotationError as exc:
@@ -263,11 +291,13 @@ def load_lesions(path: str | Path, *, strict: bool = False) -> LesionTable:
                 raise
             problems.append(Problem.from_error(exc))
             continue
-        for problem in check_lesion(lesion, file=str(path)):
+        checked = check_lesion(lesion, file=str(path))
+        for problem in checked:
             if strict and problem.fatal:
                 raise problem.to_error()
             problems.append(problem)
-        lesions.append(lesion)
+        if not any(p.fatal for p in checked):
+            lesions.append(lesion)
     return LesionTable(str(path), lesions, problems)
 
 
@@ -290,7 +320,7 @@ def lesions_frame(lesions: Iterable[Lesion]) -> pd.DataFrame:
     for f in fields(Lesion):
         values = [getattr(l, f.name) for l in lesions]
         if f.name in _FRAME_COLUMNS:
-            arr = np.asarray(values, dtype=float).reshape(len(lesions), -1)
+            arr = np.asarray(values, dtype=float).reshape(len(lesions), len(_FRAME_COLUMNS[f.name]))
             for i, col in enumerate(_FRAME_COLUMNS[f.name]):
                 data[col] = arr[:, i]
         else:

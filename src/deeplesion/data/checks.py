@@ -45,6 +45,76 @@ def _fmt(values: tuple) -> str:
     return ", ".join(f"{v:g}" for v in values)
 
 
+# Plausibility ranges. Outside the first range a value is impossible (an error: the row is
+# not used); outside the second it is implausible for DeepLesion (a warning). The real val
+# split spans in-plane 0.29-0.98 mm, intervals 0.25-5 mm, ages 5-96, ranges of 7-451
+# slices, images of 512 and 1024 px.
+#: in-plane pixel spacing (mm): impossible, implausible
+SPACING_XY_MM = ((0.01, 10.0), (0.2, 2.0))
+#: slice interval (mm)
+SLICE_INTERVAL_MM = ((0.01, 100.0), (0.25, 10.0))
+#: patient age (years)
+AGE_YEARS = ((0.0, 130.0), (0.0, 110.0))
+#: slices in Slice_range
+SLICE_RANGE_SLICES = ((1, 5000), (1, 1000))
+#: image side (px); a larger one is never decoded (deeplesion.data.slices.MAX_SLICE_SIDE_PX)
+IMAGE_SIDE_PX = ((1, 4096), (128, 2048))
+
+
+def _outside(value: float, bounds: tuple[float, float]) -> bool:
+    return not bounds[0] <= value <= bounds[1]
+
+
+def _plausibility(lesion: Lesion, add) -> None:
+    spacing = _fmt(lesion.spacing_mm)
+    for name, values, ranges in (
+        ("in-plane spacing", lesion.spacing_mm[:2], SPACING_XY_MM),
+        ("slice interval", lesion.spacing_mm[2:], SLICE_INTERVAL_MM),
+    ):
+        if any(v <= 0 for v in values):
+            continue  # reported as "must be positive"
+        (lo, hi), (wlo, whi) = ranges
+        if any(_outside(v, (lo, hi)) for v in values):
+            add("Spacing_mm_px_", spacing, f"{name} outside the possible {lo:g}-{hi:g} mm")
+        elif any(_outside(v, (wlo, whi)) for v in values):
+            add("Spacing_mm_px_", spacing, f"{name} outside {wlo:g}-{whi:g} mm", False)
+    if lesion.age_years is not None:
+        (lo, hi), (_, whi) = AGE_YEARS
+        if _outside(lesion.age_years, (lo, hi)):
+            add("Patient_age", f"{lesion.age_years:g}", f"age outside the possible {lo:g}-{hi:g}")
+        elif lesion.age_years > whi:
+            add("Patient_age", f"{lesion.age_years:g}", f"age above {whi:g}", False)
+    first, last = lesion.slice_range
+    n = last - first + 1
+    (_, most), (_, usual) = SLICE_RANGE_SLICES
+    if first < 1:
+        add("Slice_range", _fmt(lesion.slice_range), "slice numbers start at 1")
+    elif n > most:
+        add("Slice_range", _fmt(lesion.slice_range), f"{n} slices; no CT series has over {most}")
+    elif n > usual:
+        add("Slice_range", _fmt(lesion.slice_range), f"{n} slices (over {usual})", False)
+    (lo, hi), (wlo, whi) = IMAGE_SIDE_PX
+    if any(s > 0 for s in lesion.image_size):
+        if any(_outside(s, (lo, hi)) for s in lesion.image_size):
+            add("Image_size", _fmt(lesion.image_size), f"image side outside {lo}-{hi} px")
+        elif any(_outside(s, (wlo, whi)) for s in lesion.image_size):
+            add("Image_size", _fmt(lesion.image_size), f"image side outside {wlo}-{whi} px", False)
+
+
+def duplicate_problem(
+    cells: dict[str, str | None], line: int, seen: dict[tuple, int], *, file: str = ""
+) -> Problem | None:
+    """A warning when a row repeats an earlier row cell for cell (``seen`` maps each row's
+    cells to its first line and is updated)."""
+    key = tuple((c, (v or "").strip()) for c, v in sorted(cells.items()))
+    first = seen.setdefault(key, line)
+    if first == line:
+        return None
+    return Problem(
+        file, line, "File_name", cells.get("File_name"), f"duplicate of line {first}", False
+    )
+
+
 def check_lesion(lesion: Lesion, *, file: str = "") -> list[Problem]:
     """Consistency checks of one parsed row (no file system access)."""
     line = lesion.row_index + 2
@@ -121,6 +191,7 @@ def check_lesion(lesion: Lesion, *, file: str = "") -> list[Problem]:
         add("DICOM_windows", _fmt(lesion.dicom_window_hu), "max must exceed min")
     if any(not 0 <= v <= 1 for v in lesion.location_norm):
         add("Normalized_lesion_location", _fmt(lesion.location_norm), "outside [0, 1]", fatal=False)
+    _plausibility(lesion, add)
     if lesion.split_code == 1 and lesion.coarse_type != -1:
         add(
             "Coarse_lesion_type",

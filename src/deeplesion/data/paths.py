@@ -9,8 +9,8 @@ from pathlib import Path
 from deeplesion.errors import InvalidArgumentError
 
 IMAGES_DIR = "Images_png"
-_FILE_NAME = re.compile(r"^(\d{6})_(\d{2})_(\d{2})_(\d{3,})\.png$")
-_FOLDER = re.compile(r"^(\d{6})_(\d{2})_(\d{2})$")
+_FILE_NAME = re.compile(r"^([0-9]{6})_([0-9]{2})_([0-9]{2})_([0-9]{3,})\.png$")
+_FOLDER = re.compile(r"^([0-9]{6})_([0-9]{2})_([0-9]{2})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +47,18 @@ def slice_file(slice_number: int) -> str:
 
 def parse_file_name(file_name: str) -> SliceName:
     """Parse a DL_info ``File_name``; raises ValueError naming the value if malformed."""
-    m = _FILE_NAME.match(file_name)
+    m = _FILE_NAME.fullmatch(file_name)
     if not m:
         raise InvalidArgumentError(
             f"not a DeepLesion file name: {file_name!r} (expected like '000089_01_01_037.png')"
         )
-    return SliceName(*(int(g) for g in m.groups()))
+    name = SliceName(*(int(g) for g in m.groups()))
+    if name.file_name != file_name:  # e.g. extra leading zeros: 000089_01_01_0037.png
+        raise InvalidArgumentError(
+            f"not the canonical file name {name.file_name!r}: {file_name!r} (slice numbers "
+            "have 3 digits, more only from 1000 on)"
+        )
+    return name
 
 
 def parse_folder(folder: str) -> tuple[int, int, int]:

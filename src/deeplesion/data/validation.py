@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deeplesion.data.annotations import iter_rows, parse_row
-from deeplesion.data.checks import Problem, check_lesion
+from deeplesion.data.checks import Problem, check_lesion, duplicate_problem
 from deeplesion.data.paths import key_slice_path
 from deeplesion.data.slices import check_png_header, read_png_header
 from deeplesion.errors import AnnotationError, ImageReadError
@@ -54,8 +54,12 @@ def validate(
     path = Path(path)
     report = ValidationReport(str(path))
     seen: dict[str, str] = {}
+    rows_seen: dict[tuple, int] = {}
     for row_index, cells in iter_rows(path):
         report.rows += 1
+        duplicate = duplicate_problem(cells, row_index + 2, rows_seen, file=str(path))
+        if duplicate is not None:
+            report.problems.append(duplicate)
         if progress and report.rows % 1000 == 0:
             progress(report.rows)
         try:

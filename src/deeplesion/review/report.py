@@ -159,12 +159,13 @@ def build_report(
     step("counts")
     official = source.is_file() and is_official(source)
     blob = git_blob_id(source) if source.is_file() else "n/a"
-    fatal = sum(p.fatal for p in table.problems)
+    fatal = len(table.dropped_lines)
     parts.append(
         f"<h1>DeepLesion dataset report</h1><p><b>{html.escape(str(source))}</b><br>"
         f"git blob id <code>{blob}</code>: "
         + ("the official DL_info.csv" if official else "not the official DL_info.csv")
-        + f"<br>{fatal} rows could not be used, {len(table.problems) - fatal} warnings "
+        + f"<br>{fatal} rows left out (errors), "
+        f"{sum(not p.fatal for p in table.problems)} warnings "
         "(see <code>deeplesion validate</code>)</p>"
     )
     counts = pd.DataFrame(
@@ -312,7 +313,7 @@ def _key_slice_section(root, table: LesionTable, entries, limit: int) -> str:
     letters: dict[str, list[str]] = {}
     for entry in entries:
         letters.setdefault(entry.lesion.file_name, []).append(f"{entry.letter}.")
-    figs = []
+    figs: list[str] = []
     for name, tiles in letters.items():
         if len(figs) == limit:
             break
@@ -328,10 +329,17 @@ def _key_slice_section(root, table: LesionTable, entries, limit: int) -> str:
 
 
 def write_report(
-    csv_path: str | Path, out_dir: str | Path, *, root: str | Path | None = None, **kwargs
+    csv_path: str | Path,
+    out_dir: str | Path,
+    *,
+    root: str | Path | None = None,
+    table: LesionTable | None = None,
+    **kwargs,
 ) -> Path:
-    """Write ``out_dir/report.html`` (atomic) for a DL_info.csv; returns its path."""
-    table = load_lesions(csv_path)
+    """Write ``out_dir/report.html`` (atomic) for a DL_info.csv (``table``: the file
+    already loaded); returns its path."""
+    if table is None:
+        table = load_lesions(csv_path)
     path = Path(out_dir) / REPORT_FILE
     write_text_atomic(path, build_report(table, root=root, **kwargs))
     return path
