@@ -802,3 +802,27 @@ def test_row_with_a_missing_cell_names_the_cell_count(sample_root, tmp_path):
     problem = next(p for p in table.problems if p.line == 3)
     assert problem.message == "expected 18 cells, found 17"
     assert problem.column == ""
+
+
+def test_growth_default_rule_is_for_partial_annotations_and_says_so(sample_root, tmp_path):
+    import csv
+
+    default = run_cli("growth", sample_root / "DL_info.csv", "--out", tmp_path / "d")
+    strict = run_cli(
+        "growth", sample_root / "DL_info.csv", "--out", tmp_path / "s", "--new-lesions", "pd"
+    )
+    assert default.exit_code == 0 and strict.exit_code == 0
+    assert "new annotations, not new lesions" in default.output
+    assert "--new-lesions pd for strict RECIST 1.1" in default.output
+    assert "strict RECIST 1.1: an unmatched follow-up lesion is a new lesion" in strict.output
+
+    def categories(folder: Path) -> list[tuple[str, str, str, str]]:
+        with open(folder / "responses.csv", newline="") as fh:
+            return [
+                (r["patient_index"], r["study_index"], r["response"], r["new_lesions"])
+                for r in csv.DictReader(fh)
+            ]
+
+    d, s = categories(tmp_path / "d"), categories(tmp_path / "s")
+    # a follow-up with an unmatched lesion is PD only under the strict rule
+    assert any(n != "0" and cs == "PD" and cd != "PD" for (_, _, cd, n), (_, _, cs, _) in zip(d, s))

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import csv
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deeplesion.analysis.growth import MatchRule, Response, Track, link_all, recist_responses
+from deeplesion.analysis.growth import (
+    NEW_LESION_RULES,
+    MatchRule,
+    Response,
+    Track,
+    link_all,
+    recist_responses,
+)
 from deeplesion.data.annotations import Lesion
 from deeplesion.data.io import atomic_path, save_figure
 from deeplesion.review.crops import try_crop, write_strip
@@ -134,13 +142,18 @@ def _study_tick_labels(studies: Sequence[int], ages: dict[int, float | None]) ->
 
 
 def plot_patient(
-    tracks: Sequence[Track], path: str | Path, responses: Sequence[Response] = ()
+    tracks: Sequence[Track],
+    path: str | Path,
+    responses: Sequence[Response] = (),
+    *,
+    new_lesions: str = "ignore",
 ) -> Path:
-    """Long diameter (mm) of each track against study; new lesions dashed.
+    """Long diameter (mm) of each track against study; new lesions (new annotations under
+    the default rule) dashed.
 
     Studies are evenly spaced in ``Study_index`` order and the figure widens with their
     number; the RECIST response of each follow-up is written above the axes, the legend
-    sits right of them.
+    sits right of them; the new-lesion rule (:data:`NEW_LESION_RULES`) is stated below.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -166,7 +179,7 @@ def plot_patient(
             markersize=4,
             linestyle="--" if t.is_new else "-",
             label=f"{t.track_id} {t.observations[0].lesion.type_name}"
-            + (" (new)" if t.is_new else ""),
+            + ((" (new annotation)" if new_lesions == "ignore" else " (new)") if t.is_new else ""),
         )
     ax.set_xlim(-0.5, len(studies) - 0.5)
     ax.set_xticks(range(len(studies)), _study_tick_labels(studies, ages), fontsize=8)
@@ -213,11 +226,21 @@ def plot_patient(
         legend_w = _GAP_IN + extent.width / fig.dpi
         legend.set_bbox_to_anchor((1.0 + _GAP_IN / axes_w, 1.0))
     width = _LEFT_IN + axes_w + legend_w + _RIGHT_IN
-    height = _BOTTOM_IN + AXES_HEIGHT_IN + _TOP_IN
+    note = textwrap.wrap(
+        f"New-lesion rule: {NEW_LESION_RULES[new_lesions]}.", int(width * 100 / 4.2)
+    )
+    note_in = 0.05 + 0.11 * len(note)
+    height = _BOTTOM_IN + note_in + AXES_HEIGHT_IN + _TOP_IN
     fig.set_size_inches(width, height)
     ax.set_position(
-        (_LEFT_IN / width, _BOTTOM_IN / height, axes_w / width, AXES_HEIGHT_IN / height)
+        (
+            _LEFT_IN / width,
+            (_BOTTOM_IN + note_in) / height,
+            axes_w / width,
+            AXES_HEIGHT_IN / height,
+        )
     )
+    fig.text(0.1 / width, 0.05 / height, "\n".join(note), fontsize=6, color="0.3", va="bottom")
     return save_figure(fig, path, dpi=100)
 
 
@@ -275,7 +298,7 @@ def write_growth(
     rule: MatchRule = MatchRule(),
     root: str | Path | None = None,
     missing: str = "carry",
-    new_lesions: str = "pd",
+    new_lesions: str = "ignore",
     plots: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> GrowthOutput:
@@ -301,7 +324,12 @@ def write_growth(
     for done, (patient, ts) in enumerate(tracks.items(), start=1):
         if plots and responses[patient]:  # a single study has nothing to follow
             out.written.append(
-                plot_patient(ts, out_dir / f"patient_{patient}.png", responses[patient])
+                plot_patient(
+                    ts,
+                    out_dir / f"patient_{patient}.png",
+                    responses[patient],
+                    new_lesions=new_lesions,
+                )
             )
             for t in ts:
                 if root is not None and len(t.observations) > 1:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from deeplesion.analysis.growth import MatchRule
+from deeplesion.analysis.growth import NEW_LESION_RULES, MatchRule
 from deeplesion.cli._common import (
     console,
     err_console,
@@ -102,11 +102,11 @@ def _warn_missing(missing: int, tiles: int, root: Path | None) -> None:
 )
 @click.option(
     "--new-lesions",
-    type=click.Choice(["pd", "ignore"]),
-    default="pd",
+    type=click.Choice(["ignore", "pd"]),
+    default="ignore",
     show_default=True,
-    help="An unmatched lesion in a follow-up: PD (RECIST), or "
-    "counted only (DeepLesion annotates some lesions only).",
+    help="An unmatched lesion in a follow-up: ignore = a new annotation, listed but not "
+    "PD (DeepLesion annotates only some lesions per study); pd = strict RECIST 1.1.",
 )
 def growth(
     csv_path: Path,
@@ -152,6 +152,7 @@ def growth(
                 for p, ts in tracks.items()
             }
     followed = {p: ts for p, ts in tracks.items() if responses[p]}
+    new_label = " new annotation" if new_lesions == "ignore" else " new"
     t = Table(title=f"tracks ({len(followed)} patients with follow-up studies)")
     for col in ("patient", "track", "studies", "long diameters (mm)", "change", "min conf"):
         t.add_column(col)
@@ -160,7 +161,7 @@ def growth(
             conf = tr.min_confidence
             t.add_row(
                 str(p),
-                f"{tr.track_id}{' new' if tr.is_new else ''}",
+                f"{tr.track_id}{new_label if tr.is_new else ''}",
                 ",".join(str(o.study_index) for o in tr.observations),
                 " -> ".join(f"{o.long_mm:.1f}" for o in tr.observations),
                 f"{tr.change_mm:+.1f} mm ({tr.change_pct:+.0f}%)",
@@ -182,6 +183,13 @@ def growth(
                 x.reason,
             )
     console.print(r)
+    new_tracks = sum(tr.is_new for ts in followed.values() for tr in ts)
+    console.print(
+        f"new-lesion rule ({'--new-lesions ' + new_lesions}): {NEW_LESION_RULES[new_lesions]}; "
+        f"{new_tracks} unmatched follow-up lesions"
+        + ("" if new_lesions == "pd" else " (pass --new-lesions pd for strict RECIST 1.1)"),
+        highlight=False,
+    )
     if output is not None:
         strips = sum(p.parent.name == "strips" for p in output.written)
         plots = len(output.written) - strips - 2
