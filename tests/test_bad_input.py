@@ -826,3 +826,87 @@ def test_growth_default_rule_is_for_partial_annotations_and_says_so(sample_root,
     d, s = categories(tmp_path / "d"), categories(tmp_path / "s")
     # a follow-up with an unmatched lesion is PD only under the strict rule
     assert any(n != "0" and cs == "PD" and cd != "PD" for (_, _, cd, n), (_, _, cs, _) in zip(d, s))
+
+
+def _predictions(sample_root: Path, tmp_path: Path, share: float) -> Path:
+    """The val lesions' boxes as predictions (score 0.9) for ``share`` of the val images,
+    plus one false positive per image."""
+    import csv
+
+    _, rows = _csv_rows(sample_root)
+    val = [r for r in rows if r["Train_Val_Test"] == "2" and r["Possibly_noisy"] == "0"]
+    names = sorted({r["File_name"] for r in val})
+    keep = set(names[: max(1, int(len(names) * share))])
+    path = tmp_path / "pred.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file_name", "x1", "y1", "x2", "y2", "score"])
+        for r in val:
+            if r["File_name"] in keep:
+                writer.writerow([r["File_name"], *r["Bounding_boxes"].split(","), 0.9])
+        for name in sorted(keep):
+            writer.writerow([name, 1, 1, 10, 10, 0.5])
+    return path
+
+
+def test_evaluate_warns_when_predictions_cover_few_images_and_orders_strata(sample_root, tmp_path):
+    csv_path = sample_root / "DL_info.csv"
+    few = run_cli(
+        "evaluate",
+        "detection",
+        _predictions(sample_root, tmp_path, 0.3),
+        "--annotations",
+        csv_path,
+        "--split",
+        "val",
+        "--by",
+        "size",
+    )
+    no_traceback(few)
+    assert few.exit_code == 0 and "the predictions cover" in few.output
+    assert "size <10 mm" not in few.output  # the sample's val lesions are 15-34 mm
+    # all three size strata, in size order (not in the order of their names)
+    from dataclasses import replace
+
+    from deeplesion.data.annotations import LesionTable, load_lesions
+    from deeplesion.evaluation.froc import evaluate_detection, ground_truth, read_predictions
+
+    table = load_lesions(csv_path)
+    shrunk = [  # lesions under 20 mm made 3 times smaller in mm
+        replace(l, spacing_mm=(l.spacing_mm[0] / 3, l.spacing_mm[1] / 3, l.spacing_mm[2]))
+        if l.long_diameter_mm < 20
+        else l
+        for l in table.lesions
+    ]
+    gt = ground_truth(LesionTable(table.source, shrunk), "val")
+    dets = read_predictions(_predictions(sample_root, tmp_path, 1.0), gt)
+    names = [s.name for s in evaluate_detection(gt, dets, by=["size"]).strata["size"]]
+    assert names == ["<10 mm", "10-30 mm", ">=30 mm"]
+    full = run_cli(
+        "evaluate",
+        "detection",
+        _predictions(sample_root, tmp_path, 1.0),
+        "--annotations",
+        csv_path,
+        "--split",
+        "val",
+    )
+    assert full.exit_code == 0 and "the predictions cover" not in full.output
+
+
+def test_froc_plot_labels_published_points_and_ends_curves_at_their_last_point(
+    sample_root, tmp_path
+):
+    from deeplesion.data.annotations import load_lesions
+    from deeplesion.evaluation.froc import evaluate_detection, ground_truth, read_predictions
+    from deeplesion.evaluation.plot import froc_figure
+
+    gt = ground_truth(load_lesions(sample_root / "DL_info.csv"), "val")
+    dets = read_predictions(_predictions(sample_root, tmp_path, 1.0), gt)
+    result = evaluate_detection(gt, dets)
+    fig = froc_figure({"ours": result.curve})
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert all(l.endswith("(published, test split)") for l in labels if l != "ours")
+    ours = next(line for line in ax.get_lines() if line.get_label() == "ours")
+    assert max(ours.get_xdata()) == pytest.approx(result.curve.fp_per_image[-1])

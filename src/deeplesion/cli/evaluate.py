@@ -130,6 +130,14 @@ def detection(
             plot_froc(
                 {f"{predictions.name} ({split})": result.curve}, plot_path, extrapolate=extrapolate
             )
+    if result.coverage < froc_mod.MIN_COVERAGE:
+        err_console.print(
+            f"[yellow]warning[/yellow]: the predictions cover {result.n_images_predicted} of "
+            f"the {result.n_images} evaluated images ({result.coverage:.0%}); images without "
+            "a prediction count as finding nothing (wrong --split, or predictions for part "
+            "of it?)",
+            highlight=False,
+        )
     for problem in dets.problems[:10]:
         err_console.print(f"skipped: {problem}", markup=False, highlight=False)
     if len(dets.problems) > 10:

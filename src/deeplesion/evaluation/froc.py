@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from deeplesion.data.annotations import SPLITS, Lesion, LesionTable, split_code
+from deeplesion.data.annotations import LESION_TYPES, SPLITS, Lesion, LesionTable, split_code
 from deeplesion.data.io import atomic_path, read_text
 from deeplesion.data.paths import parse_file_name
 from deeplesion.errors import InvalidArgumentError
@@ -376,6 +376,13 @@ class DetectionResult:
     skipped_rows: int = 0
     n_double_hits: int = 0
     strata: dict[str, list[StratumResult]] = field(default_factory=dict)
+    #: evaluated images with at least one prediction
+    n_images_predicted: int = 0
+
+    @property
+    def coverage(self) -> float:
+        """Share of the evaluated images that have at least one prediction."""
+        return self.n_images_predicted / self.n_images if self.n_images else 1.0
 
     def to_json(self) -> dict:
         out = {
@@ -411,6 +418,20 @@ class DetectionResult:
                 for by, strata in self.strata.items()
             }
         return out
+
+
+#: Lower bound of a prediction set's image coverage below which the evaluation warns.
+MIN_COVERAGE = 0.9
+
+
+def _stratum_order(by: str, labels: Iterable[str]) -> list[str]:
+    """Strata in their natural order: size and interval bins ascending, types by code."""
+    if by == "type":
+        known = [LESION_TYPES[c] for c in sorted(LESION_TYPES)]
+    else:
+        known = [label for _, _, label in (SIZE_BINS_MM if by == "size" else INTERVAL_BINS_MM)]
+    present = set(labels)
+    return [k for k in known if k in present] + sorted(present - set(known))
 
 
 def _stratum_labels(lesions: Sequence[Lesion], by: str) -> list[str]:
@@ -471,7 +492,7 @@ def evaluate_detection(
     for i, name in enumerate(by):
         labels = np.array(_stratum_labels(gt.lesions, name), dtype=object)
         results = []
-        for label in sorted(set(labels.tolist())):
+        for label in _stratum_order(name, labels.tolist()):
             mask = labels == label
             s_sens, s_avg = _summary(swept.curve(mask), fp_rates, extrapolate)
             results.append(StratumResult(label, int(mask.sum()), s_sens, s_avg))
@@ -495,6 +516,7 @@ def evaluate_detection(
         skipped_rows=len(dets.problems),
         n_double_hits=swept.n_double_hits,
         strata=strata,
+        n_images_predicted=len(np.unique(dets.image_index)),
     )
 
 

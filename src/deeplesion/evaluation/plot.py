@@ -66,12 +66,16 @@ def froc_figure(
                 markersize=3,
                 linewidth=0.8,
                 alpha=0.6,
-                label=f"{name} (published)",
+                label=f"{name} (published, test split)",
             )
     for label, curve in curves.items():
+        # each curve ends at its last operating point (or, extrapolated, at the axis end)
+        last = hi if extrapolate or not len(curve.fp_per_image) else curve.fp_per_image[-1]
         grid = np.geomspace(lo, hi, 200)
+        grid = np.append(grid[grid < last], last) if last < hi else grid
         ax.plot(grid, read_curve(curve, grid, extrapolate=extrapolate), linewidth=2, label=label)
-        ax.plot(fp_rates, read_curve(curve, fp_rates, extrapolate=extrapolate), "ks", markersize=4)
+        rates = [r for r in fp_rates if r <= last]
+        ax.plot(rates, read_curve(curve, rates, extrapolate=extrapolate), "ks", markersize=4)
     ax.set_xscale("log", base=2)
     ax.set_xlim(lo, hi)
     ax.set_ylim(0, 1)
