@@ -910,3 +910,57 @@ def test_froc_plot_labels_published_points_and_ends_curves_at_their_last_point(
     assert all(l.endswith("(published, test split)") for l in labels if l != "ours")
     ours = next(line for line in ax.get_lines() if line.get_label() == "ours")
     assert max(ours.get_xdata()) == pytest.approx(result.curve.fp_per_image[-1])
+
+
+def test_similar_compares_image_features_only_between_lesions_that_both_have_them(
+    sample_root, tmp_path
+):
+    from deeplesion.analysis.retrieval import LesionIndex
+    from deeplesion.data.annotations import load_lesions
+
+    root = _partial_root(sample_root, tmp_path, ("000001_01_01",))
+    lesions = load_lesions(root / "DL_info.csv").lesions
+    with_images = LesionIndex.build(lesions, root=root)
+    without = LesionIndex.build(lesions)
+    have = {l.row_index for l, h in zip(lesions, with_images.has_image) if h}
+    assert 0 < len(have) < len(lesions)
+    # a query without an image: its ranking is exactly the one without image features
+    query = next(l for l in lesions if l.row_index not in have)
+    a = [(n.lesion.row_index, round(n.similarity, 5)) for n in with_images.similar(query, 8)]
+    b = [(n.lesion.row_index, round(n.similarity, 5)) for n in without.similar(query, 8)]
+    assert a == b
+    result = run_cli("similar", root / "DL_info.csv", query.file_name, "--root", root)
+    no_traceback(result)
+    assert f"image features for {len(have)} of {len(lesions)} lesions" in result.output
+
+
+def test_info_recognises_a_flat_folder_of_key_slices(real_liver_dir, tmp_path):
+    flat = run_cli("info", real_liver_dir / "Images_png")
+    no_traceback(flat)
+    n = len(list((real_liver_dir / "Images_png").glob("*.png")))
+    assert f"a flat folder of {n} key slices named by File_name" in flat.output
+    empty = run_cli("info", tmp_path)
+    assert "no slices found: a dataset root holds DL_info.csv and Images_png/" in empty.output
+
+
+def test_refusals_name_the_option_to_use(real_excerpt_csv, tmp_path, monkeypatch):
+    monkeypatch.delenv("DEEPLESION_LESANET", raising=False)
+    refused = run_cli("lesions", real_excerpt_csv, "--tag", "liver")
+    no_traceback(refused)
+    assert refused.exit_code == 1 and "--override-fingerprint" in refused.output
+    no_lesanet = run_cli("lesions", real_excerpt_csv, "--tag", "liver", "--override-fingerprint")
+    no_traceback(no_lesanet)
+    assert no_lesanet.exit_code == 1 and "--lesanet" in no_lesanet.output
+
+
+def test_volumes_list_says_spacing_unknown_without_a_unit(sample_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(
+        sample_root / "Images_png" / "000004_01_02", root / "Images_png" / "000004_01_02"
+    )
+    result = run_cli("volumes", root, "--list")
+    no_traceback(result)
+    assert "spacing unknown (no DL_info row; --spacing X,Y,Z)" in result.output
+    assert "unknown mm" not in result.output

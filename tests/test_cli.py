@@ -91,4 +91,5 @@ def test_stats_warns_about_rows_it_cannot_use(real_excerpt_csv, tmp_path):
     result = CliRunner().invoke(main, ["stats", str(bad), "--json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["lesions"] == len(rows) - 2  # header and the bad row
-    assert "1 error(s)" in result.stderr and "deeplesion validate" in result.stderr
+    assert "1 rows of" in result.stderr and "left out" in result.stderr
+    assert "deeplesion validate" in result.stderr

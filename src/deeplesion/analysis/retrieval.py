@@ -9,8 +9,10 @@ query is one matrix product):
 * ``type``: one-hot coarse type (all zero when unlabelled);
 * ``tags``: multi-hot LesaNet relevant terms (needs a :class:`~deeplesion.data.tags.TaggedTable`);
 * ``image``: HU statistics inside the fitted ellipse on the key slice (mean, std,
-  10/50/90th percentiles) and the mean of the ring just outside it (needs a dataset root;
-  missing slices get the column mean).
+  10/50/90th percentiles) and the mean of the ring just outside it (needs a dataset root).
+  Image features are compared only between two lesions that both have them: any other
+  pair is compared on the remaining blocks alone (a partial root must not rank the few
+  lesions with images first).
 
 32,735 lesions x a few hundred columns is a few tens of MB of float32: brute force is fast.
 """
@@ -101,6 +103,15 @@ def image_features(
     return out
 
 
+def _unit_rows(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """The blocks side by side, each row scaled to length 1 (zero rows stay zero)."""
+    if not parts:
+        return np.zeros((n, 1), dtype=np.float32)
+    vectors = np.concatenate(parts, axis=1)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
 def _standardise(block: np.ndarray) -> np.ndarray:
     block = np.array(block, dtype=np.float64)
     finite = np.isfinite(block)
@@ -124,7 +135,23 @@ class LesionIndex:
     lesions: list[Lesion]
     vectors: np.ndarray  #: float32 [lesion, feature], unit rows
     blocks: dict[str, slice] = field(default_factory=dict)
+    #: per lesion: image features measured (key slice found and readable)
+    has_image: np.ndarray | None = None
+    #: unit rows without the image block, for pairs where one lesion has no image
+    base_vectors: np.ndarray | None = None
     _position: dict[int, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_with_image(self) -> int:
+        return 0 if self.has_image is None else int(self.has_image.sum())
+
+    def _similarities(self, qs: np.ndarray, cands: np.ndarray | slice = slice(None)) -> np.ndarray:
+        sims = self.vectors[qs] @ self.vectors[cands].T
+        if self.has_image is not None and self.base_vectors is not None:
+            base = self.base_vectors[qs] @ self.base_vectors[cands].T
+            both = self.has_image[qs][:, None] & self.has_image[cands][None, :]
+            sims = np.where(both, sims, base)
+        return sims
 
     def __post_init__(self) -> None:
         self._position = {l.row_index: i for i, l in enumerate(self.lesions)}
@@ -161,15 +188,17 @@ class LesionIndex:
             if not w[name] or block.shape[1] == 0:
                 continue
             scaled = _standardise(block) * (w[name] / math.sqrt(block.shape[1]))
-            parts.append(scaled)
+            parts.append((name, scaled))
             blocks[name] = slice(start, start + block.shape[1])
             start += block.shape[1]
         if not parts:
             raise InvalidArgumentError("no feature block left: give at least one non-zero weight")
-        vectors = np.concatenate(parts, axis=1)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-        return cls(lesions, vectors, blocks)
+        vectors = _unit_rows([p for _, p in parts], len(lesions))
+        if "image" not in blocks:
+            return cls(lesions, vectors, blocks)
+        has_image = np.isfinite(raw["image"]).all(axis=1)
+        base = _unit_rows([p for name, p in parts if name != "image"], len(lesions))
+        return cls(lesions, vectors, blocks, has_image=has_image, base_vectors=base)
 
     def position(self, lesion: Lesion | int) -> int:
         row = lesion if isinstance(lesion, int) else lesion.row_index
@@ -206,7 +235,7 @@ class LesionIndex:
         out = np.full((len(q), k), -1, dtype=np.int64)
         for s in range(0, len(q), chunk):
             qs = q[s : s + chunk]
-            sims = self.vectors[qs] @ self.vectors.T
+            sims = self._similarities(qs)
             sims[self._mask(qs, same_patient)] = -np.inf
             kk = min(k, sims.shape[1])
             top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
@@ -222,11 +251,9 @@ class LesionIndex:
         """The ``k`` lesions most similar to ``lesion`` (a Lesion or its row index)."""
         pos = self.position(lesion)
         found = self.search([pos], k, same_patient=same_patient)[0]
-        return [
-            Neighbour(self.lesions[j], float(self.vectors[pos] @ self.vectors[j]))
-            for j in found
-            if j >= 0
-        ]
+        found = found[found >= 0]
+        sims = self._similarities(np.array([pos]), found)[0] if len(found) else []
+        return [Neighbour(self.lesions[j], float(s)) for j, s in zip(found, sims)]
 
 
 def precision_at_k(

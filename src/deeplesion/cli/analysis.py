@@ -44,9 +44,16 @@ def _load_tagged(
     csv_path: Path, lesanet: Path | None, override: bool, table=None, *, ontology: bool = True
 ):
     from deeplesion.data.tags import check_official, join_tags, load_lesanet
+    from deeplesion.errors import FingerprintError, MissingDataError
 
-    check_official(csv_path, override_fingerprint=override)  # refuse before loading LesaNet
-    lesa = load_lesanet(lesanet, ontology=ontology)
+    try:
+        check_official(csv_path, override_fingerprint=override)  # refuse before loading LesaNet
+    except FingerprintError as exc:
+        raise click.ClickException(f"{exc} Option: --override-fingerprint.") from None
+    try:
+        lesa = load_lesanet(lesanet, ontology=ontology)
+    except MissingDataError as exc:
+        raise click.ClickException(f"{exc} Option: --lesanet DIR.") from None
     tagged = join_tags(csv_path, lesa, override_fingerprint=override, table=table)
     if not tagged.official:
         console.print(
@@ -386,6 +393,13 @@ def similar(
             ", ".join(f"{v:.2f}" for v in l.location_norm),
         )
     console.print(t)
+    if root is not None:
+        console.print(
+            f"image features for {index.n_with_image} of {len(index.lesions)} lesions (key "
+            f"slice found and readable under {root}); compared only between two lesions "
+            "that both have them, other pairs on the remaining features",
+            highlight=False,
+        )
     if out_png is not None and root is not None:
         with fail_cleanly():
             strip = similar_strip(root, query, found, out_png)

@@ -17,6 +17,7 @@ from deeplesion.cli._common import (
     progress_bar,
 )
 from deeplesion.data.annotations import OFFICIAL_ROWS, git_blob_id, is_official, load_lesions
+from deeplesion.data.paths import flat_key_slices
 from deeplesion.data.stats import dataset_stats
 from deeplesion.data.validation import validate as validate_csv
 from deeplesion.fetch.completeness import completeness
@@ -60,10 +61,24 @@ def info(root_or_csv: Path) -> None:
             images = root / "Images_png"
             folders = [p for p in images.iterdir() if p.is_dir()] if images.is_dir() else []
             n_slices = sum(1 for f in folders for _ in f.glob("*.png"))
-            console.print(
-                f"[bold]{root}[/bold]: {len(folders)} series folders, "
-                f"{n_slices} slices in Images_png/"
-            )
+            flat = flat_key_slices(root)
+            if folders or not flat:
+                console.print(
+                    f"[bold]{root}[/bold]: {len(folders)} series folders, "
+                    f"{n_slices} slices in Images_png/"
+                )
+            if flat:
+                console.print(
+                    f"[bold]{root}[/bold]: a flat folder of {len(flat)} key slices named by "
+                    "File_name (render, gallery, report, similar and growth --root read it; "
+                    "context slices, volumes and nifti need Images_png/<folder>/<NNN>.png)"
+                )
+            elif not folders:
+                console.print(
+                    "  no slices found: a dataset root holds DL_info.csv and Images_png/"
+                    "<patient>_<study>_<series>/<NNN>.png (`deeplesion extract` makes it), "
+                    "or key slices named by File_name directly in it or in Images_png/"
+                )
             if csv_path is not None:
                 c = completeness(root, table)
                 console.print(

@@ -66,18 +66,20 @@ def volumes(
                     csv_path,
                     default_spacing_mm=_spacing(spacing),
                     check_slices=True,
-                    progress=lambda d, t: update(d),
+                    progress=lambda d, t: update(d, t),
                 )
         else:
             index = index_volumes(root, csv_path, default_spacing_mm=_spacing(spacing))
     if list_volumes:
         for v in index.volumes:
             spacing_text = (
-                "unknown" if v.spacing_mm is None else ", ".join(f"{s:g}" for s in v.spacing_mm)
+                "unknown (no DL_info row; --spacing X,Y,Z)"
+                if v.spacing_mm is None
+                else ", ".join(f"{s:g}" for s in v.spacing_mm) + " mm"
             )
             keys = " ".join(map(str, v.key_slices)) or "-"
             console.print(
-                f"{v.name}  {v.n_slices} slices  spacing {spacing_text} mm  key slices {keys}"
+                f"{v.name}  {v.n_slices} slices  spacing {spacing_text}  key slices {keys}"
             )
     console.print(
         f"{len(index.slices)} series folders, {len(index.volumes)} sub-volumes, "

@@ -132,8 +132,10 @@ def check_lesion(lesion: Lesion, *, file: str = "") -> list[Problem]:
         )
     if any(s <= 0 for s in lesion.spacing_mm[:2]):
         add("Spacing_mm_px_", _fmt(lesion.spacing_mm), "in-plane spacing must be positive")
-    if lesion.spacing_mm[2] <= 0:
-        add("Spacing_mm_px_", _fmt(lesion.spacing_mm), "slice interval must be positive")
+    if lesion.spacing_mm[2] < 0:
+        add("Spacing_mm_px_", _fmt(lesion.spacing_mm), "slice interval must not be negative")
+    elif lesion.spacing_mm[2] == 0:  # context slices then repeat the key slice
+        add("Spacing_mm_px_", _fmt(lesion.spacing_mm), "slice interval unknown (0)", False)
     if any(s <= 0 for s in lesion.image_size):
         add("Image_size", _fmt(lesion.image_size), "image size must be positive")
     x1, y1, x2, y2 = lesion.box_px1

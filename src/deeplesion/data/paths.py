@@ -75,6 +75,16 @@ def slice_path(root: str | Path, folder: str, slice_number: int) -> Path:
     return Path(root) / IMAGES_DIR / folder / slice_file(slice_number)
 
 
+def flat_key_slices(root: str | Path) -> list[Path]:
+    """Key slices stored flat, named by ``File_name`` (``root/`` or ``root/Images_png/``)."""
+    root = Path(root)
+    found = []
+    for folder in (root, root / IMAGES_DIR):
+        if folder.is_dir():
+            found += [p for p in folder.glob("*.png") if _FILE_NAME.fullmatch(p.name)]
+    return sorted(found)
+
+
 def key_slice_path(root: str | Path, file_name: str) -> Path:
     """Where the key slice ``file_name`` is under ``root``.
 
