@@ -9,7 +9,7 @@ import pytest
 
 # Modules whose public functions carry examples; each must have some, and all must pass.
 MODULES = (
-    "deeplesion.data.annotations",
+    "deeplesion.data.lesion",
     "deeplesion.data.paths",
     "deeplesion.data.slices",
     "deeplesion.data.windowing",
