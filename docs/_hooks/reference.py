@@ -19,7 +19,18 @@ from mkdocs.structure.files import File, Files
 
 # Library layers, top-level package first; the CLI is documented on the commands page.
 SUBPACKAGES = ("data", "fetch", "convert", "review", "training", "evaluation", "analysis")
-TOP_MODULES = ("deeplesion", "deeplesion.errors", "deeplesion.demo")
+TOP_MODULES = ("deeplesion.errors", "deeplesion.demo")
+#: What each subpackage holds, where its ``__init__`` has no docstring of its own.
+SUMMARIES = {
+    "data": "DL_info.csv records, validation, slices and HU, windows, paths, volumes, context, "
+    "tags, measurement, the synthetic sample (no torch, no plotting)",
+    "fetch": "downloads, checksums, extraction, completeness of a copy",
+    "convert": "NIfTI sub-volumes and other exports",
+    "review": "key slices with lesions drawn, crops, galleries, the body map, the HTML report",
+    "training": "preprocessing presets, PyTorch datasets, COCO export, the baseline detector",
+    "evaluation": "the published protocols: key-slice FROC, 3-D FROC, tagging, measurement",
+    "analysis": "growth tracks and RECIST responses, retrieval, figures",
+}
 
 
 def _src(config) -> Path:
@@ -77,7 +88,23 @@ def _index_page() -> str:
     for name in SUBPACKAGES:
         module = importlib.import_module(f"deeplesion.{name}")
         summary = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
-        lines.append(f"| [deeplesion.{name}]({name}.md) | {summary} |")
+        lines.append(f"| [deeplesion.{name}]({name}.md) | {summary or SUMMARIES.get(name, '')} |")
+    package = importlib.import_module("deeplesion")
+    renamed = getattr(package, "_RENAMED", {})
+    lines += [
+        "",
+        "## Top-level names",
+        "",
+        "`from deeplesion import ...` gives these (loaded on first use):",
+        "",
+        "| name | defined in |",
+        "|---|---|",
+    ]
+    for name, module in sorted(getattr(package, "_LAZY", {}).items()):
+        if name in renamed:
+            lines.append(f"| `{name}` | old name of `{renamed[name]}` |")
+        else:
+            lines.append(f"| [`{name}`][{module}.{name}] | `{module}` |")
     lines.append("")
     for module in TOP_MODULES:
         lines += [f"::: {module}", ""]
