@@ -27,7 +27,8 @@ from deeplesion.evaluation.froc import (
 )
 from deeplesion.evaluation.plot import plot_froc
 from deeplesion.evaluation.synthetic import noisy_predictions
-from deeplesion.review.render import group_by_key_slice, render_key_slice, write_png
+from deeplesion.review.batch import group_by_key_slice
+from deeplesion.review.render import render_key_slice, write_png
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "froc-tutorial")
 out.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,15 @@ from PIL import Image, ImageDraw
 
 from deeplesion.data.annotations import load_lesions
 from deeplesion.data.sample import write_sample
-from deeplesion.evaluation.froc import evaluate_detection, ground_truth, read_predictions
+from deeplesion.evaluation.froc import (
+    Detections,
+    evaluate_detection,
+    ground_truth,
+    read_predictions,
+)
 from deeplesion.evaluation.plot import plot_froc
-from deeplesion.review.render import group_by_key_slice, render_key_slice
+from deeplesion.review.batch import group_by_key_slice
+from deeplesion.review.render import render_key_slice
 from deeplesion.training.detector import TrainConfig, detect, train_detector
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "detector-tutorial")
@@ -100,8 +106,6 @@ def chance(seed: int = 0, per_image: int = 10):
     n = gt.n_images * per_image
     corner = rng.uniform(1, 480, size=(n, 2))
     boxes = np.hstack([corner, corner + rng.uniform(15, 40, size=(n, 2))])
-    from deeplesion.evaluation.froc import Detections
-
     dets = Detections.from_arrays(
         np.repeat(np.arange(gt.n_images), per_image), boxes, rng.random(n)
     )
