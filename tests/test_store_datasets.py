@@ -153,3 +153,45 @@ def test_values_are_exact_from_the_raw_slices(real_root, real_store):
     ds_store = KeySliceDetectionDataset(real_root, None, preset="native", store=real_store)
     a, b = ds_png.prepare(0), ds_store.prepare(0)
     assert np.array_equal(a.image, b.image) and a.blends == b.blends
+
+
+def test_train_detector_and_detect_from_the_store_match_the_pngs(
+    sample_root, sample_store, tmp_path
+):
+    from click.testing import CliRunner
+
+    from deeplesion.cli import main
+
+    common = [
+        "--preset", "mulan", "--set", "n_slices=3", "--set", "max_size_px=64",
+        "--arch", "tiny", "--anchors", "6,9,12,18,24", "--optimizer", "adamw", "--lr", "0.002",
+        "--epochs", "1", "--iterations-per-epoch", "3", "--train-split", "all",
+        "--val-split", "test", "--checkpoint-every", "0",
+    ]  # fmt: skip
+    runner = CliRunner()
+    outputs = {}
+    for name, extra in (("png", []), ("store", ["--store", str(sample_store)])):
+        run = tmp_path / name
+        with png_forbidden() if extra else contextlib.nullcontext():
+            result = runner.invoke(
+                main, ["train-detector", str(sample_root), "--out", str(run), *common, *extra]
+            )
+            assert result.exit_code == 0, result.output
+            pred = tmp_path / f"{name}.csv"
+            result = runner.invoke(
+                main,
+                [
+                    "detect",
+                    str(sample_root),
+                    "--checkpoint",
+                    str(run / "last.pt"),
+                    "--out",
+                    str(pred),
+                    *extra,
+                ],
+            )
+            assert result.exit_code == 0, result.output
+        outputs[name] = (torch.load(run / "last.pt", weights_only=False)["model"], pred.read_text())
+    (a, pred_a), (b, pred_b) = outputs["png"], outputs["store"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same samples, same weights
+    assert pred_a == pred_b and len(pred_a.splitlines()) > 1
