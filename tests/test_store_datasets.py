@@ -195,3 +195,18 @@ def test_train_detector_and_detect_from_the_store_match_the_pngs(
     (a, pred_a), (b, pred_b) = outputs["png"], outputs["store"]
     assert all(torch.equal(a[k], b[k]) for k in a)  # same samples, same weights
     assert pred_a == pred_b and len(pred_a.splitlines()) > 1
+
+
+def test_stored_boxes_equal_the_pipelines_body_crop(
+    real_root, real_store, sample_root, sample_store
+):
+    from deeplesion.data.sources import PngSource
+    from deeplesion.data.store import open_store
+    from deeplesion.training.imageops import body_bbox
+
+    for root, out in ((real_root, real_store), (sample_root, sample_store)):
+        store, png = open_store(out), PngSource(root)
+        for entry in store.entries[:6]:
+            for n in range(entry.first_slice, entry.last_slice + 1, 2):
+                want = body_bbox(png.read_raw(entry.folder, n), 32000, 7)
+                assert store.body_box_px0(entry.folder, n, 32000, 7) == want, (entry.volume, n)
