@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from deeplesion.cli import main
 from deeplesion.cli._common import console, err_console, fail_cleanly, progress_bar
 from deeplesion.convert.jobs import parse_shard
 from deeplesion.convert.store import StoreBuildError, build_store, verify_store
@@ -23,7 +22,7 @@ def _size(n_bytes: int) -> str:
     raise AssertionError
 
 
-@main.command()
+@click.command()
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
