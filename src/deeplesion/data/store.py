@@ -287,7 +287,7 @@ class StoreSource:
             out = np.empty((entry.rows, entry.cols), dtype="<i2")
             fh.seek(offset + k * out.nbytes)
             if fh.readinto(out.data.cast("B")) != out.nbytes:
-                raise ValueError("file shorter than its header says")
+                raise StoreError("file shorter than its header says")
         return out
 
     def _array(self, path: Path) -> object:
@@ -313,7 +313,7 @@ def _npy_data_offset(fh, shape: tuple[int, int, int]) -> int:
     read = npy.read_array_header_1_0 if major == 1 else npy.read_array_header_2_0
     header_shape, fortran, dtype = read(fh)
     if tuple(header_shape) != shape or fortran or dtype != np.dtype("<i2"):
-        raise ValueError(f"header says {header_shape} {dtype}, index says {shape} int16")
+        raise StoreError(f"header says {header_shape} {dtype}, index says {shape} int16")
     return fh.tell()
 
 
