@@ -964,3 +964,28 @@ def test_volumes_list_says_spacing_unknown_without_a_unit(sample_root, tmp_path)
     no_traceback(result)
     assert "spacing unknown (no DL_info row; --spacing X,Y,Z)" in result.output
     assert "unknown mm" not in result.output
+
+
+def test_report_caption_says_when_context_slices_are_missing(sample_root, tmp_path):
+    from deeplesion.data.annotations import load_lesions
+    from deeplesion.review.report import build_report
+
+    root = _partial_root(sample_root, tmp_path, ("000001_01_01",))
+    table = load_lesions(root / "DL_info.csv")
+    complete = build_report(table, root=root)
+    assert "context slices at -2, 0, +2 mm" in complete and "marked 'missing'" not in complete
+    lesion = next(l for l in table if l.file_name.startswith("000001_01_01"))
+    (root / "Images_png" / "000001_01_01" / f"{lesion.key_slice_index - 1:03d}.png").unlink()
+    partial = build_report(table, root=root)
+    assert "context slices missing or unreadable under the root" in partial
+
+
+def test_nifti_checks_slice_sizes_against_dl_info(sample_root, tmp_path):
+    root = _partial_root(sample_root, tmp_path, ("000001_01_01",))
+    first = min((root / "Images_png" / "000001_01_01").glob("*.png"))
+    first.unlink()
+    _write_slice(first, 256, 256)  # the run's first slice: the others must not be blamed
+    result = run_cli("nifti", root, tmp_path / "nifti")
+    no_traceback(result)
+    assert "; 1 unreadable slices" in result.output
+    assert "DL_info says 512x512" in result.output

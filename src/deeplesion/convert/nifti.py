@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import nibabel as nib
@@ -269,7 +270,9 @@ def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compressi
         paths = sub.slice_paths(root)
         with ThreadPoolExecutor(max_workers=1) as decoder:
             for n, png, decoded in zip(
-                sub.slice_numbers, paths, prefetch(decoder, read_png_raw, paths)
+                sub.slice_numbers,
+                paths,
+                prefetch(decoder, partial(read_png_raw, expected_shape=sub.image_size), paths),
             ):
                 try:
                     raw = decoded.result()

@@ -76,6 +76,9 @@ class SubVolume:
     last_slice: int
     spacing_mm: tuple[float, float, float] | None = None
     lesions: tuple[tuple[int, int], ...] = ()
+    #: rows, cols from the folder's DL_info rows (None when unknown); slices of another
+    #: size are unreadable
+    image_size: tuple[int, int] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.first_slice < 1 or self.last_slice < self.first_slice:
@@ -280,7 +283,8 @@ def index_volumes(
             lesions = tuple(
                 (r.row_index, r.key_slice_index) for r in rows if first <= r.key_slice_index <= last
             )
-            volumes.append(SubVolume(folder, first, last, spacing, lesions))
+            size = rows[0].image_size if rows else None
+            volumes.append(SubVolume(folder, first, last, spacing, lesions, size))
         for r in rows:
             if r.key_slice_index not in present:
                 problems.append(
