@@ -53,9 +53,12 @@ def scipy_box(raw: np.ndarray, threshold: int = 32000, size: int = 7):
 
 
 def lesion(key: int, interval: float, row: int, split: int = 1, short_mm: float = 12.0) -> Lesion:
-    """A DL_info row on the real 29-slice block (its own row is not public)."""
-    x1, y1, x2, y2 = 200.0 + row, 230.0, 240.0 + row, 262.0
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    """A DL_info row on the real 29-slice block (its own row is not public); consistent
+    (end points, diameters and box agree), so loading keeps it."""
+    short_px = short_mm / 0.7
+    x1, x2, cy = 200.0 + row, 240.0 + row, 246.0
+    y1, y2 = cy - short_px / 2 - 5, cy + short_px / 2 + 5
+    cx = (x1 + x2) / 2
     return Lesion(
         row,
         f"{FOLDER}_{key:03d}.png",
@@ -63,9 +66,9 @@ def lesion(key: int, interval: float, row: int, split: int = 1, short_mm: float 
         1,
         1,
         key,
-        (x1 + 5, cy, x2 - 5, cy, cx, y1 + 5, cx, y2 - 5),
+        (x1 + 5, cy, x2 - 5, cy, cx, cy - short_px / 2, cx, cy + short_px / 2),
         (x1, y1, x2, y2),
-        (30.0, short_mm / 0.7),
+        (30.0, short_px),
         (0.5, 0.5, 0.5),
         -1,
         False,
