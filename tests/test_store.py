@@ -398,3 +398,19 @@ def test_cli_store(sample_root, sample_store, tmp_path):
     )
     assert result.exit_code == 1 and "other settings" in result.output
     assert os.listdir(out)  # nothing removed
+
+
+def test_missing_annotations_and_extras_are_clean_errors(sample_root, tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    (root / "Images_png").mkdir(parents=True)
+    result = CliRunner().invoke(main, ["store", str(root), str(tmp_path / "out")])
+    assert result.exit_code == 1 and "no DL_info.csv" in result.output and "--csv" in result.output
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "zarr" else real(name, *a)
+    )
+    with pytest.raises(StoreBuildError, match=r"deeplesion\[store\]"):
+        build_store(sample_root, tmp_path / "z", fmt="zarr")
+    assert not (tmp_path / "z").exists()

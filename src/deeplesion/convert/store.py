@@ -12,6 +12,7 @@ problem tables are written last.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -224,11 +225,18 @@ def build_store(
         raise StoreBuildError(f"workers must be >= 1, got {workers}")
     if isinstance(shard, str):
         shard = jobs.parse_shard(shard, StoreBuildError)
+    for module in ("scipy", "zarr") if fmt == "zarr" else ("scipy",):
+        if importlib.util.find_spec(module) is None:
+            raise StoreBuildError(
+                f"building a {fmt} store needs {module}: pip install 'deeplesion[store]'"
+            )
     root, out_dir = Path(root), Path(out)
     if csv_path is None:
         csv_path = root / "DL_info.csv"
         if not csv_path.is_file():
-            raise StoreBuildError(f"{root}: no DL_info.csv; give the annotations with csv_path")
+            raise StoreBuildError(
+                f"{root}: no DL_info.csv; give the annotations (--csv CSV, csv_path=)"
+            )
     lesions = _select_lesions(Path(csv_path), splits)
     if index is None:
         index = index_volumes(root, csv_path)
