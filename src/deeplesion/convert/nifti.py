@@ -26,7 +26,6 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import nibabel as nib
@@ -272,10 +271,16 @@ def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compressi
             for n, png, decoded in zip(
                 sub.slice_numbers,
                 paths,
-                prefetch(decoder, partial(read_png_raw, expected_shape=sub.image_size), paths),
+                prefetch(decoder, read_png_raw, paths),
             ):
                 try:
                     raw = decoded.result()
+                    if sub.image_size is not None and raw.shape != tuple(sub.image_size):
+                        rows, cols = sub.image_size
+                        raise ImageReadError(
+                            f"{png}: image is {raw.shape[0]}x{raw.shape[1]} (rows x cols), "
+                            f"DL_info says {rows}x{cols}; not used"
+                        )
                     if buf is None:
                         buf = np.empty(raw.shape, dtype="<u2")
                         rows, cols = raw.shape
