@@ -18,7 +18,6 @@ the "+1" Pascal area.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -29,8 +28,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from deeplesion.data.annotations import SPLITS, Lesion, LesionTable, split_code
-from deeplesion.data.io import atomic_path, read_text
+from deeplesion.data.io import atomic_path
 from deeplesion.data.paths import parse_file_name
+from deeplesion.data.table import read_table
 from deeplesion.errors import InvalidArgumentError
 from deeplesion.evaluation.errors import EvaluationError, PredictionError
 from deeplesion.evaluation.sweep import FrocCurve, Sweep, read_curve, sweep
@@ -186,38 +186,49 @@ class _Collector:
             raise error
         self.problems.append(error)
 
-    def add(
+    def check(
         self, name: str, values: Sequence[str | float], columns: Sequence[str], line: int | None
-    ) -> None:
+    ) -> tuple[int, np.ndarray] | None:
+        """(image index, [x1, y1, x2, y2, score]) of a usable row; else None, with the
+        problem recorded (or raised) or the row counted as outside the evaluated images."""
         numbers = []
         for column, text in zip(columns, values):
             try:
                 number = float(text)
             except (TypeError, ValueError):
-                return self.problem("not a number", line, column, text)
+                self.problem("not a number", line, column, text)
+                return None
             if not math.isfinite(number):
-                return self.problem("non-finite value", line, column, text)
+                self.problem("non-finite value", line, column, text)
+                return None
             numbers.append(number)
-        x1, y1, x2, y2, score = numbers
+        x1, y1, x2, y2, _ = numbers
         if x2 < x1:
-            return self.problem(f"x2 < x1 ({x2:g} < {x1:g})", line, columns[2], values[2])
+            self.problem(f"x2 < x1 ({x2:g} < {x1:g})", line, columns[2], values[2])
+            return None
         if y2 < y1:
-            return self.problem(f"y2 < y1 ({y2:g} < {y1:g})", line, columns[3], values[3])
+            self.problem(f"y2 < y1 ({y2:g} < {y1:g})", line, columns[3], values[3])
+            return None
         file_name = _normalise_file_name(name)
         image = self.index.get(file_name)
         if image is None:
             if file_name in self.other:
                 self.ignored += 1
-                return None
-            if not _is_dl_name(file_name):
-                return self.problem("not a DeepLesion file name", line, "file_name", name)
-            return self.problem(
-                "unknown file name (not in the annotations)", line, "file_name", name
-            )
-        self.images.append(image)
-        self.boxes.append((x1, y1, x2, y2))
-        self.scores.append(score)
-        return None
+            elif not _is_dl_name(file_name):
+                self.problem("not a DeepLesion file name", line, "file_name", name)
+            else:
+                self.problem("unknown file name (not in the annotations)", line, "file_name", name)
+            return None
+        return image, np.array(numbers)
+
+    def add(
+        self, name: str, values: Sequence[str | float], columns: Sequence[str], line: int | None
+    ) -> None:
+        found = self.check(name, values, columns, line)
+        if found is not None:
+            self.images.append(found[0])
+            self.boxes.append(tuple(found[1][:4].tolist()))
+            self.scores.append(float(found[1][4]))
 
     def result(self) -> Detections:
         return Detections(
@@ -254,37 +265,64 @@ def read_predictions(
                 file=str(path),
             )
         return _read_coco(path, Path(coco_images), gt, strict)
+    return _read_csv(path, gt, strict)
+
+
+def _read_csv(path: Path, gt: GroundTruth, strict: bool) -> Detections:
+    """The CSV rows, checked vectorised; the rows that fail a check (few) are read again
+    one by one by :class:`_Collector`, which names line, column and value."""
+    import pandas as pd
+
+    table = read_table(
+        path, PREDICTION_COLUMNS, numbers=PREDICTION_COLUMNS[1:], error=PredictionError
+    )
+    values = np.column_stack([table.numbers(c) for c in PREDICTION_COLUMNS[1:]]).reshape(-1, 5)
+    codes, uniques = pd.factorize(table.text("file_name"))
+    normalised = [_normalise_file_name(str(u)) for u in uniques]
+    index = gt.index_of()
+    image = np.array([index.get(u, -1) for u in normalised], dtype=np.int64)[codes]
+    other = np.array([u in gt.other_file_names for u in normalised], dtype=bool)[codes]
+    x1, y1, x2, y2, _ = values.T
+    sound = np.isfinite(values).all(axis=1) & (x2 >= x1) & (y2 >= y1)
+    keep = sound & (image >= 0)
+    ignored = sound & (image < 0) & other
+    too_long = {w.line: w for w in table.width_problems}
+    if too_long:
+        long_rows = np.isin(table.lines, list(too_long))
+        keep &= ~long_rows
+        ignored &= ~long_rows
     collector = _Collector(gt, str(path), strict)
-    with io.StringIO(read_text(path), newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise PredictionError("empty file", file=str(path), line=1)
-        header = [h.strip() for h in header]
-        missing = [c for c in PREDICTION_COLUMNS if c not in header]
-        if missing:
-            raise PredictionError(
-                f"missing columns {missing}; expected header {','.join(PREDICTION_COLUMNS)}",
-                file=str(path),
-                line=1,
+    collector.ignored = int(ignored.sum())
+    for i in np.flatnonzero(~keep & ~ignored).tolist():
+        line = int(table.lines[i])
+        if line in too_long:
+            w = too_long[line]
+            collector.problem(
+                f"expected {len(table.header)} cells, found {w.cells}", line, "", w.text
             )
-        pos = [header.index(c) for c in PREDICTION_COLUMNS]
-        width = len(header)
-        line = reader.line_num
-        for row in reader:
-            line, end = line + 1, reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                line = end
-                continue
-            if len(row) != width:
-                collector.problem(
-                    f"expected {width} cells, found {len(row)}", line, "", ",".join(row)
-                )
-            else:
-                cells = [row[p].strip() for p in pos]
-                collector.add(cells[0], cells[1:], PREDICTION_COLUMNS[1:], line)
-            line = end
-    return collector.result()
+            continue
+        cells = table.cells(i)
+        absent = [c for c in PREDICTION_COLUMNS if cells[c] is None]
+        if absent:
+            collector.problem("missing cell", line, absent[0], None)
+            continue
+        found = collector.check(
+            str(cells["file_name"]),
+            [str(cells[c]) for c in PREDICTION_COLUMNS[1:]],
+            PREDICTION_COLUMNS[1:],
+            line,
+        )
+        if found is not None:  # the vectorised checks are a little stricter than needed
+            keep[i] = True
+            image[i], values[i] = found[0], found[1]
+    return Detections(
+        image[keep],
+        values[keep, :4].copy(),
+        values[keep, 4].copy(),
+        collector.ignored,
+        collector.problems,
+        str(path),
+    )
 
 
 def coco_file_names(coco_path: str | Path) -> dict[int, str]:
