@@ -136,14 +136,7 @@ def read_dl_info(path: str | Path) -> tuple[int, list[Lesion], list[Problem]]:
         lesions = [l for l in lesions if l.row_index + 2 not in too_long]
         problems = [p for p in problems if p.line not in too_long]
         problems += [
-            Problem(
-                table.source,
-                w.line,
-                "",
-                w.text,
-                f"expected {len(table.header)} cells, found {w.cells}",
-            )
-            for w in table.width_problems
+            Problem(table.source, w.line, "", w.text, w.message) for w in table.width_problems
         ]
     problems.sort(key=lambda p: p.line or 0)  # stable: a row's problems keep their order
     return len(table), lesions, problems

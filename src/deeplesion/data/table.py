@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,11 @@ class WidthProblem:
     line: int
     cells: int
     text: str
+    expected: int  #: the header's cell count
+
+    @property
+    def message(self) -> str:
+        return f"expected {self.expected} cells, found {self.cells}"
 
 
 @dataclass
@@ -84,6 +89,13 @@ class CsvTable:
             for name, i in self._positions().items()
         }
 
+    def rows(self) -> Iterator[tuple[int, dict[str, str | None] | WidthProblem]]:
+        """(line, cells) of each row in file order; a row longer than the header gives its
+        :class:`WidthProblem` instead of cells."""
+        too_long = {w.line: w for w in self.width_problems}
+        for i, line in enumerate(self.lines.tolist()):
+            yield line, too_long.get(line) or self.cells(i)
+
     def _positions(self) -> dict[str, int]:
         return {name: self.header.index(name) for name in self.columns}
 
@@ -110,11 +122,14 @@ def read_table(
     *,
     numbers: Sequence[str] = (),
     error: type[CellError] = CellError,
+    hint: str = "",
+    optional: Sequence[str] = (),
 ) -> CsvTable:
-    """Read ``columns`` of a CSV file (``numbers`` among them parsed as float64).
+    """Read ``columns`` of a CSV file (``numbers`` among them parsed as float64), and those
+    of ``optional`` that the header has.
 
-    Raises ``error`` (a :class:`CellError`) for an empty file, a missing column or text
-    that is not UTF-8, naming the file and line.
+    Raises ``error`` (a :class:`CellError`) for an empty file, a missing column (``hint``
+    appended to the message) or text that is not UTF-8, naming the file and line.
     """
     source = str(path)
     data = Path(path).read_bytes()
@@ -123,15 +138,17 @@ def read_table(
     if not data.isascii():
         decode_utf8(data, path)  # raises, naming the line, unless the bytes are UTF-8
     first_newline = data.find(b"\n")
-    header_line = data[: first_newline if first_newline >= 0 else len(data)]
-    header_line = header_line.decode("utf-8").rstrip("\r")
+    end = first_newline if first_newline >= 0 else len(data)
+    header_line = data[:end].decode("utf-8").rstrip("\r")
     header = next(csv.reader([header_line]), None)
     if header is None or not any(h.strip() for h in header):
         raise error("empty file", file=source, line=1)
     names = tuple(h.strip() for h in header)
     missing = [c for c in columns if c not in names]
     if missing:
-        raise error(f"missing columns {missing}", file=source, line=1)
+        shown = f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+        raise error(f"missing columns {shown}{'; ' + hint if hint else ''}", file=source, line=1)
+    columns = [*columns, *(c for c in optional if c in names and c not in columns)]
     positions = [names.index(c) for c in columns]
     fast = _read_fast(source, data, names, header, columns, positions, set(numbers))
     if fast is not None:
@@ -196,7 +213,7 @@ def _read_exact(source, text, names, columns, positions, numbers) -> CsvTable:
             line = end
             continue
         if len(row) > len(names):
-            width.append(WidthProblem(line, len(row), ",".join(row)))
+            width.append(WidthProblem(line, len(row), ",".join(row), len(names)))
         rows.append(row)
         lines.append(line)
         line = end

@@ -274,7 +274,11 @@ def _read_csv(path: Path, gt: GroundTruth, strict: bool) -> Detections:
     import pandas as pd
 
     table = read_table(
-        path, PREDICTION_COLUMNS, numbers=PREDICTION_COLUMNS[1:], error=PredictionError
+        path,
+        PREDICTION_COLUMNS,
+        numbers=PREDICTION_COLUMNS[1:],
+        error=PredictionError,
+        hint=f"expected header {','.join(PREDICTION_COLUMNS)}",
     )
     values = np.column_stack([table.numbers(c) for c in PREDICTION_COLUMNS[1:]]).reshape(-1, 5)
     codes, uniques = pd.factorize(table.text("file_name"))
@@ -297,9 +301,7 @@ def _read_csv(path: Path, gt: GroundTruth, strict: bool) -> Detections:
         line = int(table.lines[i])
         if line in too_long:
             w = too_long[line]
-            collector.problem(
-                f"expected {len(table.header)} cells, found {w.cells}", line, "", w.text
-            )
+            collector.problem(w.message, line, "", w.text)
             continue
         cells = table.cells(i)
         absent = [c for c in PREDICTION_COLUMNS if cells[c] is None]
