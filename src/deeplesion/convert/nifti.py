@@ -24,6 +24,7 @@ import hashlib
 import importlib
 import io
 import itertools
+import os
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +36,7 @@ import nibabel as nib
 import numpy as np
 
 from deeplesion.data.io import atomic_path
-from deeplesion.data.slices import read_png_raw
+from deeplesion.data.slices import png_to_hu, read_png_raw
 from deeplesion.data.volumes import SubVolume, VolumeIndex, VolumeProblem, index_volumes
 from deeplesion.errors import DeepLesionError, ImageReadError
 
@@ -269,7 +270,7 @@ def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compressi
                 try:
                     raw = decoded.result()
                     if buf is None:
-                        buf = np.empty(raw.shape, dtype="<u2")
+                        buf = np.empty(raw.shape, dtype="<i2")
                         rows, cols = raw.shape
                         shape = volume_shape(rows, cols, sub.n_slices, layout)
                         hdr = nifti_header(shape, sub.spacing_mm, layout, sub.first_slice, sub.name)
@@ -281,7 +282,7 @@ def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compressi
                         )
                 except ImageReadError as exc:
                     raise _SliceFailure(n, str(exc)) from exc
-                np.bitwise_xor(raw, np.uint16(0x8000), out=buf)  # PNG value -> int16 HU bits
+                png_to_hu(raw, out=buf)
                 # NIfTI stores the first axis fastest: project = the slice's rows as they are
                 emit(comp.compress(buf if layout == "project" else np.ascontiguousarray(buf.T)))
         emit(comp.flush())
@@ -301,13 +302,8 @@ def _prefetch(pool: ThreadPoolExecutor, fn, items) -> Iterator[Future]:
 
 
 def _sha256(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+        return hashlib.file_digest(fh, "sha256").hexdigest(), os.fstat(fh.fileno()).st_size
 
 
 def check_volume(
