@@ -384,3 +384,33 @@ def recist_responses(
         )
         history.append(sld)
     return out
+
+
+@dataclass
+class GrowthAnalysis:
+    """Each patient's tracks and RECIST responses (no response: a single study)."""
+
+    tracks: dict[int, list[Track]]
+    responses: dict[int, list[Response]]
+
+    @property
+    def followed(self) -> dict[int, list[Track]]:
+        """The patients with follow-up studies, and their tracks."""
+        return {p: ts for p, ts in self.tracks.items() if self.responses[p]}
+
+
+def analyse_growth(
+    lesions: Iterable[Lesion],
+    rule: MatchRule = MatchRule(),
+    *,
+    missing: str = "carry",
+    new_lesions: str = "pd",
+) -> GrowthAnalysis:
+    """Link every patient's lesions into tracks (:func:`link_all`) and assess each
+    follow-up study (:func:`recist_responses`)."""
+    tracks = link_all(lesions, rule)
+    responses = {
+        p: recist_responses(ts, missing=missing, new_lesions=new_lesions)
+        for p, ts in tracks.items()
+    }
+    return GrowthAnalysis(tracks, responses)

@@ -28,10 +28,11 @@ from deeplesion.data.lesion import (
     index_to_px1,
     px1_to_index,
     split_code,
+    type_code,
 )
 from deeplesion.data.parse import COLUMNS, parse_columns, parse_row
 from deeplesion.data.table import read_table
-from deeplesion.errors import AnnotationError
+from deeplesion.errors import AnnotationError, NotFoundError
 
 __all__ = [
     "BOX_PADDING_PX",
@@ -54,6 +55,7 @@ __all__ = [
     "px1_to_index",
     "read_dl_info",
     "split_code",
+    "type_code",
     "write_dl_info",
 ]
 
@@ -87,6 +89,57 @@ class LesionTable:
     def by_split(self, split: str) -> LesionTable:
         code = split_code(split)
         return self.select(lambda l: l.split_code == code)
+
+    def filtered(
+        self,
+        splits: Iterable[str | int] = (),
+        types: Iterable[str | int] = (),
+        file_names: Iterable[str] = (),
+    ) -> LesionTable:
+        """The lesions of any of ``splits``, of any of ``types`` (names or codes, see
+        :func:`.lesion.type_code`) and on any of ``file_names`` (each filter only when given).
+
+        Unknown splits or types raise InvalidArgumentError; file names that no lesion left
+        by the other filters has raise :class:`NotFoundError` naming them.
+        """
+        table = self
+        split_codes = {split_code(s) for s in splits}
+        if split_codes:
+            table = table.select(lambda l: l.split_code in split_codes)
+        type_codes = {type_code(t) for t in types}
+        if type_codes:
+            table = table.select(lambda l: l.coarse_type in type_codes)
+        names = {n.strip() for n in file_names if n.strip()}
+        if names:
+            unknown = sorted(names - {l.file_name for l in table})
+            if unknown:
+                raise NotFoundError(
+                    f"not in {self.source} (after other filters): {', '.join(unknown)}"
+                )
+            table = table.select(lambda l: l.file_name in names)
+        return table
+
+    def find(self, name: str, which: int = 1) -> Lesion:
+        """Lesion number ``which`` (1-based, file order) on key slice ``name``, or the
+        lesion of data row ``name`` when no key slice has that name."""
+        matches = [l for l in self.lesions if l.file_name == name]
+        if not matches and name.isdigit():
+            matches = [l for l in self.lesions if l.row_index == int(name)]
+        if not matches:
+            raise NotFoundError(f"no lesion with file name or row index {name!r}")
+        if not 1 <= which <= len(matches):
+            raise NotFoundError(
+                f"{name} has {len(matches)} lesion(s); --lesion must be 1..{len(matches)}"
+            )
+        return matches[which - 1]
+
+    @property
+    def fatal_problems(self) -> list:
+        return [p for p in self.problems if p.fatal]
+
+    @property
+    def warnings(self) -> list:
+        return [p for p in self.problems if not p.fatal]
 
     def by_file_name(self) -> dict[str, list[Lesion]]:
         """Key slice -> its lesions, in file order."""

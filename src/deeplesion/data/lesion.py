@@ -133,3 +133,16 @@ def split_code(split: str | int) -> int:
     if isinstance(split, str) and split in SPLIT_CODES:
         return SPLIT_CODES[split]
     raise InvalidArgumentError(f"unknown split {split!r}; allowed: {sorted(SPLIT_CODES)}")
+
+
+def type_code(text: str | int) -> int:
+    """A Coarse_lesion_type code from its name (``'liver'``, ``'soft tissue'``,
+    ``'soft-tissue'``) or its number; InvalidArgumentError naming the allowed ones."""
+    key = str(text).strip().lower().replace("-", " ").replace("_", " ")
+    if key in TYPE_CODES:
+        return TYPE_CODES[key]
+    if key.lstrip("-").isdigit() and int(key) in LESION_TYPES:
+        return int(key)
+    raise InvalidArgumentError(
+        f"unknown lesion type {text!r}; allowed: {', '.join(TYPE_CODES)} or {sorted(LESION_TYPES)}"
+    )
