@@ -29,6 +29,7 @@ from numpy.typing import ArrayLike
 
 from deeplesion.data.annotations import SPLITS, Lesion, LesionTable, split_code
 from deeplesion.data.io import atomic_path
+from deeplesion.data.lesion import coco_to_box_px1
 from deeplesion.data.paths import parse_file_name
 from deeplesion.data.table import read_table
 from deeplesion.errors import InvalidArgumentError
@@ -372,13 +373,13 @@ def _read_coco(path: Path, coco_images: Path, gt: GroundTruth, strict: bool) -> 
             )
             continue
         try:
-            x, y, w, h = (float(v) for v in bbox)
+            box_px1 = coco_to_box_px1(bbox)
         except (TypeError, ValueError):
             collector.problem("not a number", None, f"{where}.bbox", bbox)
             continue
         collector.add(
             names[image_id],
-            [x + 1.0, y + 1.0, x + w, y + h, item["score"]],
+            [*box_px1, item["score"]],
             [f"{where}.bbox"] * 4 + [f"{where}.score"],
             None,
         )

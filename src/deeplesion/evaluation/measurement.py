@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deeplesion.data.annotations import Lesion
+from deeplesion.data.annotations import Lesion, index_to_px1
 from deeplesion.data.table import WidthProblem, read_table
 from deeplesion.evaluation.errors import EvaluationError, PredictionError
 
@@ -73,7 +73,7 @@ def mask_contour_px1(mask: np.ndarray) -> np.ndarray:
     padded = np.pad(m, 1, constant_values=False)
     inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     rows, cols = np.nonzero(m & ~inner)
-    return np.column_stack([cols + 1.0, rows + 1.0])
+    return index_to_px1(np.column_stack([cols, rows]).astype(np.float64)).reshape(-1, 2)
 
 
 @dataclass
