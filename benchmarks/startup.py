@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from deeplesion.data.annotations import load_lesions
-from deeplesion.evaluation.froc import ground_truth, read_predictions, write_predictions_csv
+from deeplesion.evaluation.froc import ground_truth, write_predictions_csv
+from deeplesion.evaluation.predictions import read_predictions
 
 VAL_CSV = "fsafe__Capstone/annotation_info/DL_info_val.csv"
 ROWS = 32735

@@ -14,6 +14,9 @@ Layouts (both int16 HU, spacing in mm in ``pixdim``, qform = sform, code 2 "alig
 
 Files are written as one deterministic gzip stream (no name, mtime 0) under a temporary
 name and renamed; a manifest CSV lists every volume with its checksum.
+
+(Over 400 lines: header, streaming writer, completeness check, manifest and the three
+ways of running the tasks (serial, process pool, Dask) share the record types here.)
 """
 
 from __future__ import annotations

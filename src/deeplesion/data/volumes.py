@@ -208,6 +208,12 @@ def _folder_spacing(
     return x_mm, y_mm, z_mm
 
 
+def _row_without_image(row: Lesion, detail: str) -> VolumeProblem:
+    return VolumeProblem(
+        "row-without-image", row.series_folder, row.key_slice_index, row.row_index, detail=detail
+    )
+
+
 def index_volumes(
     root: str | Path,
     csv_path: str | Path | None = None,
@@ -281,15 +287,7 @@ def index_volumes(
             volumes.append(SubVolume(folder, first, last, spacing, lesions))
         for r in rows:
             if r.key_slice_index not in present:
-                problems.append(
-                    VolumeProblem(
-                        "row-without-image",
-                        folder,
-                        r.key_slice_index,
-                        r.row_index,
-                        detail=f"{r.png_relpath} missing or unreadable",
-                    )
-                )
+                problems.append(_row_without_image(r, f"{r.png_relpath} missing or unreadable"))
             else:
                 lo, hi = r.slice_range
                 lacking = [n for n in range(lo, hi + 1) if n not in present]
@@ -305,16 +303,7 @@ def index_volumes(
                     )
     for folder, rows in rows_by_folder.items():
         if folder not in series:
-            for r in rows:
-                problems.append(
-                    VolumeProblem(
-                        "row-without-image",
-                        folder,
-                        r.key_slice_index,
-                        r.row_index,
-                        detail=f"no folder {IMAGES_DIR}/{folder}",
-                    )
-                )
+            problems += [_row_without_image(r, f"no folder {IMAGES_DIR}/{folder}") for r in rows]
     problems.sort(key=VolumeProblem.sort_key)
     return VolumeIndex(root, Path(csv_path) if csv_path else None, volumes, series, problems)
 
