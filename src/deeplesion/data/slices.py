@@ -23,6 +23,12 @@ def png_to_hu(raw: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
 
     Flipping the sign bit of a uint16 is exactly ``value - 32768`` in int16. ``out`` (an
     int16 array of ``raw``'s shape, e.g. one slice of a volume buffer) receives the result.
+
+    Example:
+
+        >>> import numpy as np
+        >>> png_to_hu(np.array([0, 31744, 32768, 65535], dtype=np.uint16)).tolist()
+        [-32768, -1024, 0, 32767]
     """
     raw = np.asarray(raw)
     if raw.dtype == np.uint16 and out is not None:
