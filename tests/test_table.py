@@ -157,3 +157,55 @@ def test_corrupted_rows_load_exactly_like_the_row_parser(real_val_csv, tmp_path)
     assert len(problems) > 100 and len(lesions) > 200  # the corruptions did bite
     assert table.lesions == lesions
     assert table.problems == problems
+
+
+# ------------------------------------------------------------------ predictions: fast == exact
+
+
+def test_corrupted_predictions_read_exactly_like_the_row_collector(real_val_csv, tmp_path):
+    from deeplesion.evaluation.froc import ground_truth
+    from deeplesion.evaluation.predictions import _Collector, read_predictions
+
+    table = load_lesions(real_val_csv)
+    gt = ground_truth(table, "val")
+    noisy = sorted(gt.other_file_names)[0]  # a key slice with only noisy lesions
+    rng = np.random.default_rng(3)
+    names = [*gt.file_names[:300], noisy, "000001_01_01_001.png", "x.png", " " + gt.file_names[0]]
+    lines = ["file_name,x1,y1,x2,y2,score"]
+    for _ in range(3000):
+        x1, y1 = rng.uniform(1, 400, 2).round(2)
+        cells = [str(rng.choice(names)), x1, y1, x1 + 20, y1 + 30, round(rng.random(), 4)]
+        if rng.random() < 0.1:
+            k = int(rng.integers(1, 6))
+            cells[k] = str(rng.choice(["nan", "inf", "abc", "", " 5 ", "1e2", "-1"]))
+        if rng.random() < 0.02:
+            cells = cells[:5]
+        lines.append(",".join(map(str, cells)))
+    lines[40] += ",7"  # a row longer than the header
+    path = tmp_path / "p.csv"
+    path.write_text("\n".join(lines) + "\n")
+    got = read_predictions(path, gt)
+
+    oracle = _Collector(gt, str(path), strict=False)
+    with open(path, newline="") as fh:
+        for line, row in enumerate(csv.reader(fh), start=1):
+            if line == 1:
+                continue
+            if len(row) > 6:
+                oracle.problem(f"expected 6 cells, found {len(row)}", line, "", ",".join(row))
+            elif len(row) < 6:
+                oracle.problem("missing cell", line, "score", None)
+            else:
+                oracle.add(
+                    row[0].strip(),
+                    [c.strip() for c in row[1:]],
+                    ["x1", "y1", "x2", "y2", "score"],
+                    line,
+                )
+    want = oracle.result()
+    assert len(want.problems) > 100 and len(want) > 1000
+    assert [str(p) for p in got.problems] == [str(p) for p in want.problems]
+    assert got.ignored_outside == want.ignored_outside > 0
+    np.testing.assert_array_equal(got.image_index, want.image_index)
+    np.testing.assert_array_equal(got.boxes_px1, want.boxes_px1)
+    np.testing.assert_array_equal(got.scores, want.scores)

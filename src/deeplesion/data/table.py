@@ -177,13 +177,19 @@ def _read_fast(source, data, names, header, columns, positions, numbers) -> CsvT
         )
     except (pd.errors.ParserError, ValueError):
         return None
-    n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-    if len(frame) != n_lines - 1 or frame.shape[1] != len(header):
+    if frame.shape[1] != len(header):
         return None
+    if b'"' in data:  # without quotes every line is one row, and the count can only agree
+        n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        if len(frame) != n_lines - 1:
+            return None
     lines = np.arange(2, len(frame) + 2, dtype=np.int64)
     keep = None
+    # A blank line gives empty cells in every column, so one column read as numbers shows
+    # there is none; otherwise look.
+    numeric = any(frame.iloc[:, p].dtype.kind in "iuf" for p in positions)
     last_line = data[data.rfind(b"\n") + 1 :]
-    if _BLANK_LINE.search(data) or (last_line and not last_line.strip()):
+    if not numeric and (_BLANK_LINE.search(data) or (last_line and not last_line.strip())):
         keep = np.array([bool(t.strip()) for t in data.split(b"\n")[1 : len(frame) + 1]])
         lines = lines[keep]
     table = {}
@@ -192,7 +198,7 @@ def _read_fast(source, data, names, header, columns, positions, numbers) -> CsvT
         if keep is not None:
             values = values[keep]
         if column in numbers and values.dtype.kind in "iuf":
-            values = values.astype(np.float64)
+            values = values.astype(np.float64, copy=False)
         elif values.dtype != object:
             values = values.astype(object)
         table[column] = values

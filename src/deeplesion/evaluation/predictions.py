@@ -150,14 +150,15 @@ def _read_csv(path: Path, gt: GroundTruth, strict: bool) -> Detections:
         error=PredictionError,
         hint=f"expected header {','.join(PREDICTION_COLUMNS)}",
     )
-    values = np.column_stack([table.numbers(c) for c in PREDICTION_COLUMNS[1:]]).reshape(-1, 5)
+    boxes = np.column_stack([table.numbers(c) for c in PREDICTION_COLUMNS[1:5]]).reshape(-1, 4)
+    scores = table.numbers("score")
     codes, uniques = pd.factorize(table.text("file_name"))
     normalised = [_normalise_file_name(str(u)) for u in uniques]
     index = gt.index_of()
     image = np.array([index.get(u, -1) for u in normalised], dtype=np.int64)[codes]
     other = np.array([u in gt.other_file_names for u in normalised], dtype=bool)[codes]
-    x1, y1, x2, y2, _ = values.T
-    sound = np.isfinite(values).all(axis=1) & (x2 >= x1) & (y2 >= y1)
+    x1, y1, x2, y2 = boxes.T
+    sound = np.isfinite(boxes).all(axis=1) & np.isfinite(scores) & (x2 >= x1) & (y2 >= y1)
     keep = sound & (image >= 0)
     ignored = sound & (image < 0) & other
     too_long = {w.line: w for w in table.width_problems}
@@ -186,11 +187,13 @@ def _read_csv(path: Path, gt: GroundTruth, strict: bool) -> Detections:
         )
         if found is not None:  # the vectorised checks are a little stricter than needed
             keep[i] = True
-            image[i], values[i] = found[0], found[1]
+            image[i], boxes[i], scores[i] = found[0], found[1][:4], found[1][4]
+    if not keep.all():
+        image, boxes, scores = image[keep], boxes[keep], scores[keep]
     return Detections(
-        image[keep],
-        values[keep, :4].copy(),
-        values[keep, 4].copy(),
+        image,
+        boxes,
+        scores,
         collector.ignored,
         collector.problems,
         str(path),
