@@ -157,7 +157,7 @@ def test_list_filters_by_type(page, sample_server, sample_root, tmp_path):
     assert page.errors == []
 
 
-def test_lesion_view_slices_windows_overlay(page, sample_server, tmp_path):
+def test_lesion_view_slices_windows_overlay(page, sample_server, sample_root, tmp_path):
     _open(page, sample_server.url)
     page.locator("#lesions tbody tr[data-row='1'] td").first.click()
     image = page.locator("#slice")
@@ -179,6 +179,30 @@ def test_lesion_view_slices_windows_overlay(page, sample_server, tmp_path):
     expect(image).to_have_attribute("data-loaded", re.compile(r"window=lung"))
     lung = _pixels(image)
     assert np.abs(lung - key).sum() > 1000
+
+    # the HU under the pointer is the raw value - 32768 of that pixel
+    box = image.bounding_box()
+    col, row = 200, 300  # 0-based pixel of the 512 x 512 slice
+    page.mouse.move(
+        box["x"] + (col + 0.5) * box["width"] / 512, box["y"] + (row + 0.5) * box["height"] / 512
+    )
+    raw = np.asarray(Image.open(sample_root / "Images_png/000001_01_01/032.png"))
+    expect(page.locator("#hulabel")).to_have_text(
+        f"x {col + 1}, y {row + 1} (DL_info px): {int(raw[row, col]) - 32768} HU"
+    )
+    # dragging sets a free window (level/width), shown in the label and used by the image
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 40, box["y"] + box["height"] / 2 + 30, steps=4)
+    page.mouse.up()
+    expect(page.locator("#wllabel")).not_to_contain_text("width 1500")
+    expect(image).to_have_attribute("data-loaded", re.compile(r"window=-?\d+%2C-?\d+"))
+    page.click("button[data-window='lung']")
+    expect(image).to_have_attribute("data-loaded", re.compile(r"window=lung"))
+    # zoom: the image grows on screen
+    width = image.bounding_box()["width"]
+    page.click("#zoomin")
+    assert image.bounding_box()["width"] > width * 1.2
+    page.click("#zoomout")
 
     page.click("#overlay")
     expect(image).to_have_attribute("data-loaded", re.compile(r"overlay=0"))

@@ -271,10 +271,14 @@ async function showLesion(row, params) {
   async function showHU(ev) {
     const s = d.slices[state.index];
     if (!s.present || img.hidden) return;
+    // the image is drawn with object-fit: contain inside the (transformed) element box
     const r = img.getBoundingClientRect();
-    const col = Math.floor((ev.clientX - r.left) / r.width * L.image_size[1]);
-    const rowPx = Math.floor((ev.clientY - r.top) / r.height * L.image_size[0]);
-    if (col < 0 || rowPx < 0 || col >= L.image_size[1] || rowPx >= L.image_size[0]) {
+    const [rows, cols] = L.image_size;
+    const scale = Math.min(r.width / cols, r.height / rows);
+    const left = r.left + (r.width - cols * scale) / 2, top = r.top + (r.height - rows * scale) / 2;
+    const col = Math.floor((ev.clientX - left) / scale);
+    const rowPx = Math.floor((ev.clientY - top) / scale);
+    if (col < 0 || rowPx < 0 || col >= cols || rowPx >= rows) {
       huLabel.textContent = "HU: outside the image"; return;
     }
     let entry = state.hu.get(s.name);
@@ -336,7 +340,7 @@ async function showLesion(row, params) {
 
   const m = L.measurement;
   const toolbar = h("div", { class: "toolbar" }, buttons, h("span", { class: "sep" }),
-    h("label", {}, overlayBox, " RECIST marks"), h("span", { class: "sep" }),
+    h("label", {}, overlayBox, " marks"), h("span", { class: "sep" }),
     h("button", { id: "zoomout", onclick: () => zoomBy(0.8) }, "−"),
     h("button", { id: "zoomin", onclick: () => zoomBy(1.25) }, "+"),
     h("button", { onclick: () => { state.zoom = 1; state.panX = 0; state.panY = 0; applyTransform(); } }, "fit"));
@@ -440,7 +444,7 @@ async function showMap(params) {
   ctx.fillText("head", W / 2 - 12, 13); ctx.fillText("feet", W / 2 - 10, H - 5);
   ctx.fillText("patient's right", pad + 2, pad + 12);
   ctx.fillText("left", W - pad - 24, pad + 12);
-  const r = d.points.length > 5000 ? 1.5 : 3;
+  const r = d.points.length > 5000 ? 1.5 : d.points.length > 500 ? 2.5 : 4;
   ctx.globalAlpha = d.points.length > 5000 ? 0.5 : 0.85;
   for (const [, x, z, type] of d.points) {
     ctx.fillStyle = d.colours[type] || "#ccc";
