@@ -439,6 +439,11 @@ async function showMap(params) {
   const tip = h("div", { id: "maptip", class: "muted" }, "click a point to open its lesion");
   const ctx = canvas.getContext("2d");
   const px = (x) => pad + x * (W - 2 * pad), pz = (z) => pad + z * (H - 2 * pad);
+  ctx.strokeStyle = "#232a33";
+  for (let i = 1; i < 10; i++) {  // grid every 0.1
+    ctx.beginPath(); ctx.moveTo(px(i / 10), pad); ctx.lineTo(px(i / 10), H - pad); ctx.stroke();
+    ctx.beginPath(); ctx.moveTo(pad, pz(i / 10)); ctx.lineTo(W - pad, pz(i / 10)); ctx.stroke();
+  }
   ctx.strokeStyle = "#2f3640"; ctx.strokeRect(pad, pad, W - 2 * pad, H - 2 * pad);
   ctx.fillStyle = "#8b95a1"; ctx.font = "11px sans-serif";
   ctx.fillText("head", W / 2 - 12, 13); ctx.fillText("feet", W / 2 - 10, H - 5);
@@ -446,9 +451,14 @@ async function showMap(params) {
   ctx.fillText("left", W - pad - 24, pad + 12);
   const r = d.points.length > 5000 ? 1.5 : d.points.length > 500 ? 2.5 : 4;
   ctx.globalAlpha = d.points.length > 5000 ? 0.5 : 0.85;
-  for (const [, x, z, type] of d.points) {
-    ctx.fillStyle = d.colours[type] || "#ccc";
-    ctx.beginPath(); ctx.arc(px(x), pz(z), r, 0, 2 * Math.PI); ctx.fill();
+  const counts = {};
+  for (const unlabelledPass of [true, false]) {  // grey (unlabelled) points beneath
+    for (const [, x, z, type] of d.points) {
+      if ((type === "unlabelled") !== unlabelledPass) continue;
+      counts[type] = (counts[type] || 0) + 1;
+      ctx.fillStyle = d.colours[type] || "#ccc";
+      ctx.beginPath(); ctx.arc(px(x), pz(z), r, 0, 2 * Math.PI); ctx.fill();
+    }
   }
   ctx.globalAlpha = 1;
   const nearest = (ev) => {
@@ -469,7 +479,10 @@ async function showMap(params) {
   const legend = h("div", {}, h("p", {}, h("span", { id: "map-count" }, d.total.toLocaleString("en")), " lesions in the current filter. ",
     h("a", { href: `#/lesions${fp.toString() ? "?" + fp : ""}` }, "list them")),
   h("p", { class: "muted" }, "x: normalised left–right position (image left = patient's right); z: normalised body height, head at the top (DL_info Normalized_lesion_location)."),
-  h("ul", {}, Object.entries(d.colours).map(([t, c]) => { const s = h("span", { class: "swatch" }); s.style.background = c; return h("li", {}, s, t); })), tip);
+  h("ul", { id: "map-legend" }, Object.entries(d.colours).map(([t, c]) => {
+    const s = h("span", { class: "swatch" }); s.style.background = c;
+    return h("li", {}, s, `${t} (${counts[t] || 0})`);
+  })), tip);
   view.replaceChildren(filterForm(params, "map"), h("div", { class: "mapwrap" }, canvas, legend));
 }
 
