@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from deeplesion.cli import main
 from deeplesion.cli._common import console, err_console, fail_cleanly, load_table
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -29,12 +28,11 @@ def _store_option(f):
 
 
 def _open_store(path: Path):
-    from deeplesion.convert import store as store_module
+    store_module = importlib.import_module("deeplesion.convert.store")
+    return store_module.open_store(path)
 
-    return store_module.open_store(path)  # type: ignore[attr-defined]
 
-
-@main.command()
+@click.command()
 @click.argument("root", type=_DIR)
 @click.option(
     "--csv",

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from deeplesion.analysis.retrieval import RetrievalError
 from deeplesion.data.annotations import LESION_TYPES, Lesion
 from deeplesion.data.measurement import measure
-from deeplesion.data.windowing import Window, parse_window
+from deeplesion.data.windowing import WINDOW_PRESETS, Window, parse_window
 from deeplesion.errors import ImageReadError
 from deeplesion.explorer.catalog import (
     Catalog,
@@ -32,11 +32,6 @@ from deeplesion.explorer.catalog import (
     parse_filter,
 )
 from deeplesion.explorer.images import SliceReader, check_name, lesion_tile, window_image
-
-try:  # the window presets' dict is being renamed; accept either name
-    from deeplesion.data.windowing import WINDOW_PRESETS  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the library version
-    from deeplesion.data.windowing import PRESETS as WINDOW_PRESETS
 
 STATIC_DIR = Path(str(resources.files("deeplesion.explorer") / "static"))
 #: The presets the page offers (plus the row's own DICOM window).

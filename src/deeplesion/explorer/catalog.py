@@ -10,6 +10,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from deeplesion.data.annotations import (
     LesionTable,
 )
 from deeplesion.errors import DeepLesionError
+
+if TYPE_CHECKING:
+    from deeplesion.analysis.retrieval import LesionIndex
 
 
 class ParameterError(DeepLesionError, ValueError):
@@ -191,7 +195,7 @@ class Catalog:
             self.by_folder.setdefault(l.series_folder, []).append(l)
             self.by_patient.setdefault(l.patient_index, []).append(l)
         self._lock = threading.Lock()
-        self._index = None  # LesionIndex, built on the first similar-lesion query
+        self._index: LesionIndex | None = None  # built on the first similar-lesion query
         self._tracks = lru_cache(maxsize=256)(self._link)
 
     # ----------------------------------------------------------------- list
@@ -247,15 +251,15 @@ class Catalog:
         elif sort == "file_name":
             key = np.array([self._names[i] for i in positions], dtype=str)
         else:
-            column = {
+            columns: dict[str, np.ndarray] = {
                 "patient": self._patient,
                 "type": self._type,
                 "long_mm": self._long_mm,
                 "short_mm": self._short_mm,
                 "interval_mm": self._interval_mm,
                 "split": self._split,
-            }[sort]
-            key = column[positions]
+            }
+            key = columns[sort][positions]
         if descending:
             key = _descending_key(key)
         return np.lexsort((self._row[positions], key))  # ties keep row order
@@ -317,11 +321,9 @@ class Catalog:
         return self._tracks(patient)
 
     def track_of(self, lesion: Lesion):
+        """The growth track holding ``lesion`` (link_patient puts every lesion on one)."""
         tracks, _ = self.tracks(lesion.patient_index)
-        for track in tracks:
-            if lesion.row_index in track.row_indexes:
-                return track
-        raise AssertionError("every lesion lies on one track")  # link_patient covers all
+        return next(t for t in tracks if lesion.row_index in t.row_indexes)
 
     # ----------------------------------------------------------------- similar
 
