@@ -460,3 +460,45 @@ def test_dicom_window_of_a_series_without_rows(tmp_path, real_series_dir):
     np.testing.assert_array_equal(got, _window(raw, -160, 240))
     r = client.get("/api/slice/000062_01_01_060.png")
     assert r.status_code == 400 and r.json()["parameter"] == "window"
+
+
+# ----------------------------------------------------------------------------- tags
+
+
+def test_tag_filter(tmp_path, real_val_csv, real_data):
+    """With --override-fingerprint the val split's rows get the tags of the same row
+    numbers (wrong lesions, right mechanics): the filter must match the JSON."""
+    import json
+
+    from deeplesion.data.tags import load_lesanet
+
+    lesanet = real_data / "rsummers11__CADLab" / "LesaNet" / "program_data"
+    root = tmp_path / "root"
+    root.mkdir()
+    refused = open_explorer(root, csv_path=real_val_csv, lesanet=lesanet)
+    assert refused.catalog.tagged is None and "not the official" in refused.notes[0]
+    explorer = open_explorer(
+        root, csv_path=real_val_csv, lesanet=lesanet, override_fingerprint=True
+    )
+    client = TestClient(explorer.app())
+    assert client.get("/api/meta").json()["tags"] is True
+    data = json.loads((lesanet / "text_mined_labels_171_and_split.json").read_text())
+    terms = data["term_list"]
+    relevant: dict[int, set[str]] = {}
+    for split in ("train", "val", "test"):
+        for row, labels in zip(data[f"{split}_lesion_idxs"], data[f"{split}_relevant_labels"]):
+            relevant[row] = {terms[i] for i in labels}
+    rows = len(pd.read_csv(real_val_csv))
+    lesa = load_lesanet(lesanet)
+    for query in (["liver"], ["lung", "nodule"], ["kidney"]):
+        wanted = [lesa.expand(q) for q in query]
+        expected = [
+            r for r in range(rows) if r in relevant and all(relevant[r] & w for w in wanted)
+        ]
+        body = client.get("/api/lesions", params=[("tag", q) for q in query] + [("limit", 1000)])
+        assert body.json()["total"] == len(expected) > 0, query
+        assert [i["row_index"] for i in body.json()["items"]] == expected[:1000]
+    r = client.get("/api/lesions", params={"tag": "no such term"})
+    assert r.status_code == 400 and r.json()["parameter"] == "tag"
+    assert len(client.get("/api/tags").json()["terms"]) == 171
+    assert client.get("/api/lesion/0").json()["lesion"]["tags"] == sorted(relevant.get(0, ()))

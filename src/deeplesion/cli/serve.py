@@ -42,6 +42,12 @@ def _open_store(path: Path):
 )
 @_store_option
 @click.option("--lesanet", type=_DIR, help="LesaNet program_data folder: tag filters.")
+@click.option(
+    "--override-fingerprint",
+    is_flag=True,
+    help="Join tags to a file that is not the official DL_info.csv "
+    "(only if it keeps the official row order).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a web browser.")
@@ -49,6 +55,7 @@ def serve(
     root: Path,
     csv_path: Path | None,
     lesanet: Path | None,
+    override_fingerprint: bool,
     host: str,
     port: int,
     open_browser: bool,
@@ -78,7 +85,12 @@ def serve(
         table = load_table(find_table(root, csv_path))
         source = _open_store(store) if store is not None else None
         explorer = open_explorer(
-            root, csv_path=csv_path, lesanet=lesanet, source=source, table=table
+            root,
+            csv_path=csv_path,
+            lesanet=lesanet,
+            source=source,
+            table=table,
+            override_fingerprint=override_fingerprint,
         )
         app = explorer.app()
     for note in explorer.notes:

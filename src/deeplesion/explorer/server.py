@@ -63,8 +63,13 @@ def open_explorer(
     lesanet: str | Path | None = None,
     source: SliceSource | None = None,
     table: LesionTable | None = None,
+    override_fingerprint: bool = False,
 ) -> Explorer:
-    """Load everything the app needs. ``table`` skips loading (the CLI loads it itself)."""
+    """Load everything the app needs. ``table`` skips loading (the CLI loads it itself).
+
+    Tags are joined only to the official DL_info.csv (LesaNet indexes are its row numbers),
+    or to any file with ``override_fingerprint``.
+    """
     root = Path(root)
     if not root.is_dir():
         raise ServeError(f"{root}: not a folder")
@@ -76,7 +81,7 @@ def open_explorer(
     if lesanet is not None:
         from deeplesion.data.tags import join_tags, load_lesanet
 
-        if not is_official(csv):
+        if not (override_fingerprint or is_official(csv)):
             notes.append(
                 f"{csv} is not the official DL_info.csv: LesaNet tags need the official "
                 "file's row order, so tag filters are off"
@@ -87,7 +92,7 @@ def open_explorer(
             except ImportError:  # the ontology needs openpyxl ([tags]); terms still work
                 lesa = load_lesanet(lesanet, ontology=False)
                 notes.append("no openpyxl: tag filters match the 171 terms exactly")
-            tagged = join_tags(csv, lesa, table=table)
+            tagged = join_tags(csv, lesa, table=table, override_fingerprint=override_fingerprint)
     reader = SliceReader(root, source)
     has_images = images_available(root, source)
     if not has_images:
