@@ -3,8 +3,8 @@
 Slices: the server runs in its own process on 127.0.0.1; 8 client threads send 2,000
 ``/api/slice/{name}?window=lung`` requests (bounded by ``--time-limit`` seconds) over the
 slices of one series; every answer must be a 200 PNG. Printed: p50/p95/max latency, with the
-slice cache off (every request reads and decodes the PNG) and on (the default), the server's
-CPU time, and side by side the same work done in-process without HTTP (read, window,
+slice cache off (every request reads and decodes the PNG) and on (the default), from a
+training store (npy and zarr, cache off), the server's CPU time, and side by side the same work done in-process without HTTP (read, window,
 encode: min and median per slice) as the baseline.
 
 Start-up: ``deeplesion serve`` on the real val CSV tiled to 32,735 rows, from process start
@@ -66,12 +66,14 @@ def wait_until_up(url: str, proc: subprocess.Popen, limit_s: float = 60) -> floa
 # ----------------------------------------------------------------------------- server mode
 
 
-def serve_only(root: str, csv_path: str, port: int, cache: int) -> None:
+def serve_only(root: str, csv_path: str, port: int, cache: int, store: str | None) -> None:
+    from deeplesion.data.store import open_store
     from deeplesion.explorer.images import SliceReader
     from deeplesion.explorer.server import open_explorer, run
 
     explorer = open_explorer(root, csv_path=csv_path)
-    explorer.reader = SliceReader(root, cache_slices=cache)
+    source = open_store(store) if store else None
+    explorer.reader = SliceReader(root, source, cache_slices=cache)
     run(explorer.app(), "127.0.0.1", port)
 
 
@@ -79,24 +81,39 @@ def serve_only(root: str, csv_path: str, port: int, cache: int) -> None:
 
 
 def make_root(tmp: Path) -> tuple[Path, Path, list[str]]:
-    """A root of 512 x 512 slices and an annotation file; the slice names to request."""
-    from deeplesion.data.annotations import COLUMNS
+    """A root of 512 x 512 slices and an annotation file; the slice names to request.
 
-    root = tmp / "root"
-    root.mkdir()
-    empty_csv = tmp / "empty.csv"
-    with open(empty_csv, "w", newline="") as fh:
-        csv.writer(fh).writerow(COLUMNS)
-    if SERIES.is_dir():
-        (root / "Images_png").symlink_to(SERIES.parent)
-        names = [f"000062_01_01_{p.stem}.png" for p in sorted(SERIES.glob("*.png"))]
-        return root, empty_csv, names
+    The real series has no DL_info row here, so the annotation file holds one made-up row
+    (the sample's first lesion moved to that folder, Slice_range 56-84) for the store to
+    know the series; the slices themselves are real.
+    """
+    from dataclasses import replace
+
+    from deeplesion.data.annotations import load_lesions, write_dl_info
     from deeplesion.data.sample import write_sample
 
     sample = write_sample(tmp / "sample", seed=0)
-    folder = sample / "Images_png" / "000001_01_01"
-    names = [f"000001_01_01_{p.stem}.png" for p in sorted(folder.glob("*.png"))]
-    return sample, sample / "DL_info.csv", names
+    if not SERIES.is_dir():
+        folder = sample / "Images_png" / "000001_01_01"
+        names = [f"000001_01_01_{p.stem}.png" for p in sorted(folder.glob("*.png"))]
+        return sample, sample / "DL_info.csv", names
+    root = tmp / "root"
+    root.mkdir()
+    (root / "Images_png").symlink_to(SERIES.parent)
+    first = load_lesions(sample / "DL_info.csv").lesions[0]
+    row = replace(
+        first,
+        file_name="000062_01_01_070.png",
+        patient_index=62,
+        study_index=1,
+        series_id=1,
+        key_slice_index=70,
+        slice_range=(56, 84),
+    )
+    csv_path = tmp / "series.csv"
+    write_dl_info([row], csv_path)
+    names = [f"000062_01_01_{p.stem}.png" for p in sorted(SERIES.glob("*.png"))]
+    return root, csv_path, names
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -160,11 +177,19 @@ def slice_benchmark(args, root: Path, csv_path: Path, names: list[str]) -> None:
         f"baseline in-process read+window+encode: min {min(base_times) * 1e3:.1f} ms, "
         f"median {base_p50 * 1e3:.1f} ms per slice ({len(names)} slices x {args.repeat})"
     )
-    for label, cache in (("PNG, cache off", 0), ("PNG, cache 24", 24)):
+    from deeplesion.convert.store import build_store
+
+    configs = [("PNG, cache off", 0, None), ("PNG, cache 24", 24, None)]
+    for fmt in ("npy", "zarr"):
+        out = root.parent / f"store-{fmt}"
+        build_store(root, out, csv_path=csv_path, fmt=fmt)
+        configs.append((f"store {fmt}, cache off", 0, out))
+    for label, cache, store in configs:
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, __file__, "--serve-only", str(root), str(csv_path), str(port)]
-            + ["--cache", str(cache)],
+            + ["--cache", str(cache)]
+            + (["--store", str(store)] if store else []),
             env=ENV,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -243,10 +268,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--serve-only", nargs=3, metavar=("ROOT", "CSV", "PORT"))
     parser.add_argument("--cache", type=int, default=24)
+    parser.add_argument("--store", default=None)
     args = parser.parse_args()
     if args.serve_only:
         root, csv_path, port = args.serve_only
-        serve_only(root, csv_path, int(port), args.cache)
+        serve_only(root, csv_path, int(port), args.cache, args.store)
         return
     if not 1 <= args.requests <= 2000 or not 1 <= args.clients <= 8:
         parser.error("at most 2,000 requests and 8 clients (loopback only)")

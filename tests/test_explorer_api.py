@@ -502,3 +502,34 @@ def test_tag_filter(tmp_path, real_val_csv, real_data):
     assert r.status_code == 400 and r.json()["parameter"] == "tag"
     assert len(client.get("/api/tags").json()["terms"]) == 171
     assert client.get("/api/lesion/0").json()["lesion"]["tags"] == sorted(relevant.get(0, ()))
+
+
+# ----------------------------------------------------------------------------- store
+
+
+@pytest.mark.parametrize("fmt", ["npy", "zarr"])
+def test_slices_from_a_store(tmp_path, sample_root, fmt):
+    """With a store, slices are served from it: identical PNGs, even with no PNG under ROOT."""
+    pytest.importorskip("zarr")
+    from deeplesion.convert.store import build_store
+    from deeplesion.data.store import open_store
+
+    out = tmp_path / "store"
+    build_store(sample_root, out, fmt=fmt)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    from_store = TestClient(
+        open_explorer(empty, csv_path=sample_root / "DL_info.csv", source=open_store(out)).app()
+    )
+    from_png = TestClient(open_explorer(sample_root).app())
+    assert from_store.get("/api/meta").json()["source"] == "store"
+    for name in ("000001_01_01_032.png", "000001_01_01_026.png", "000002_01_01_012.png"):
+        for query in ("", "?window=lung&overlay=1"):
+            a = from_store.get(f"/api/slice/{name}{query}")
+            b = from_png.get(f"/api/slice/{name}{query}")
+            assert a.status_code == 200, a.text
+            np.testing.assert_array_equal(_png(a), _png(b))
+    detail = from_store.get("/api/lesion/1").json()
+    assert detail["key_present"] and all(s["present"] for s in detail["slices"])
+    # a slice outside every stored Slice_range (and no PNG under the empty ROOT): missing
+    assert from_store.get("/api/slice/000001_01_01_001.png").status_code == 404

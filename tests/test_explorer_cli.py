@@ -109,3 +109,20 @@ def test_serve_answers_over_http(sample_root):
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}/" in out
+
+
+def test_store_option(tmp_path, sample_root, no_server):
+    from deeplesion.convert.store import build_store
+
+    out = tmp_path / "store"
+    build_store(sample_root, out)
+    port = _free_port()
+    result = CliRunner().invoke(
+        main, ["serve", str(sample_root), "--store", str(out), "--port", str(port)]
+    )
+    assert result.exit_code == 0, result.output
+    assert no_server == [("127.0.0.1", port)]
+    bad = CliRunner().invoke(
+        main, ["serve", str(sample_root), "--store", str(tmp_path), "--port", str(port)]
+    )
+    assert bad.exit_code == 1 and "Traceback" not in bad.output

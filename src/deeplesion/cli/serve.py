@@ -11,25 +11,6 @@ import click
 from deeplesion.cli._common import console, err_console, fail_cleanly, load_table
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
-#: --store is offered once the training store (deeplesion.convert.store) is installed.
-HAS_STORE = importlib.util.find_spec("deeplesion.convert.store") is not None
-
-
-def _store_option(f):
-    if not HAS_STORE:
-        return f
-    return click.option(
-        "--store",
-        "store",
-        type=_DIR,
-        default=None,
-        help="Read slices from a training store (deeplesion store OUT) instead of PNGs.",
-    )(f)
-
-
-def _open_store(path: Path):
-    store_module = importlib.import_module("deeplesion.convert.store")
-    return store_module.open_store(path)
 
 
 @click.command()
@@ -40,7 +21,13 @@ def _open_store(path: Path):
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Annotation file (default ROOT/DL_info.csv).",
 )
-@_store_option
+@click.option(
+    "--store",
+    "store",
+    type=_DIR,
+    default=None,
+    help="Read slices from a training store (deeplesion store ROOT OUT) before the PNGs.",
+)
 @click.option("--lesanet", type=_DIR, help="LesaNet program_data folder: tag filters.")
 @click.option(
     "--override-fingerprint",
@@ -54,23 +41,25 @@ def _open_store(path: Path):
 def serve(
     root: Path,
     csv_path: Path | None,
+    store: Path | None,
     lesanet: Path | None,
     override_fingerprint: bool,
     host: str,
     port: int,
     open_browser: bool,
-    store: Path | None = None,
 ) -> None:
     """Browse ROOT's lesions and slices in a web browser (needs the [serve] extra).
 
-    ROOT holds Images_png/ (or flat key slices) and DL_info.csv. The server only reads:
-    slice names are checked and no file outside ROOT is served.
+    ROOT holds Images_png/ (or flat key slices) and DL_info.csv; with --store, slices come
+    from the store first. The server only reads: slice names are checked and no file
+    outside ROOT (or the store) is served.
     """
     started = time.perf_counter()
     if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
         raise click.ClickException(
             'serve needs starlette and uvicorn: pip install "deeplesion[serve]"'
         )
+    from deeplesion.data.store import open_store
     from deeplesion.explorer.server import (
         check_port,
         find_table,
@@ -83,7 +72,7 @@ def serve(
     with fail_cleanly():
         check_port(host, port)
         table = load_table(find_table(root, csv_path))
-        source = _open_store(store) if store is not None else None
+        source = open_store(store) if store is not None else None
         explorer = open_explorer(
             root,
             csv_path=csv_path,

@@ -22,7 +22,7 @@ from deeplesion.analysis.retrieval import RetrievalError
 from deeplesion.data.annotations import LESION_TYPES, Lesion
 from deeplesion.data.measurement import measure
 from deeplesion.data.windowing import WINDOW_PRESETS, Window, parse_window
-from deeplesion.errors import ImageReadError
+from deeplesion.errors import DeepLesionError, ImageReadError
 from deeplesion.explorer.catalog import (
     Catalog,
     NotFoundError,
@@ -375,6 +375,7 @@ def create_app(catalog: Catalog, reader: SliceReader, *, info: dict | None = Non
             NotFoundError: not_found,
             RetrievalError: not_found,
             ImageReadError: unreadable,
+            DeepLesionError: unreadable,  # e.g. a malformed store file
         },
     )
     app.add_middleware(_Headers)

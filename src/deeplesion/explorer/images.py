@@ -66,6 +66,7 @@ class SliceReader:
         self.cache_slices = cache_slices
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._source_lock = threading.Lock()
         allowed = []
         if self.root is not None:
             allowed = [self.root, (self.root / IMAGES_DIR).resolve()]
@@ -110,7 +111,8 @@ class SliceReader:
                 return self._cache[key]
         raw = None
         if self.source is not None and self.source.has_slice(name.folder, name.slice_number):
-            raw = self.source.read_raw(name.folder, name.slice_number)
+            with self._source_lock:  # a source keeps open files; requests come in threads
+                raw = self.source.read_raw(name.folder, name.slice_number)
         else:
             path = self._png_path(name)
             if path is None:
