@@ -2,10 +2,11 @@
 
 Slices: the server runs in its own process on 127.0.0.1; 8 client threads send 2,000
 ``/api/slice/{name}?window=lung`` requests (bounded by ``--time-limit`` seconds) over the
-slices of one series; every answer must be a 200 PNG. Printed: p50/p95/max latency, with the
-slice cache off (every request reads and decodes the PNG) and on (the default), from a
-training store (npy and zarr, cache off), the server's CPU time, and side by side the same work done in-process without HTTP (read, window,
-encode: min and median per slice) as the baseline.
+slices of one series; every answer must be a 200 PNG. Printed: p50/p95/max latency with
+the slice cache off (every request reads and decodes the PNG) and on (the default), and
+from a training store (npy and zarr, cache off); the server's CPU time; and side by side
+the same work done in-process without HTTP (read, window, encode: min and median per
+slice) as the baseline.
 
 Start-up: ``deeplesion serve`` on the real val CSV tiled to 32,735 rows, from process start
 until /api/meta answers, against a process that only imports the package and loads the
