@@ -128,7 +128,7 @@ async function showList(params) {
   const c = data.counts;
   const counts = h("div", { class: "counts" },
     h("span", { id: "count" }, `${data.total.toLocaleString("en")}`),
-    ` of ${META.rows.toLocaleString("en")} lesions · ${c.patients.toLocaleString("en")} patients · `,
+    ` of ${META.rows.toLocaleString("en")} lesions · ${c.patients.toLocaleString("en")} patient${c.patients === 1 ? "" : "s"} · `,
     h("a", { href: `#/map${fp.toString() ? "?" + fp : ""}` }, "show on the body map"),
     h("div", { class: "chips" },
       Object.entries(c.type).map(([t, n]) => h("span", { class: "chip" }, swatch(t), `${t} ${n}`)),
