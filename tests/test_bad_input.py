@@ -143,13 +143,13 @@ def test_output_lock_is_exclusive_between_threads(tmp_path):
     assert len(won) == 1 and len(lost) == 7
 
 
-@pytest.mark.parametrize("command", ["render", "nifti", "extract", "download"])
+@pytest.mark.parametrize("command", ["render", "nifti", "extract", "download", "store"])
 def test_a_second_run_into_a_locked_folder_stops_and_says_so(sample_root, tmp_path, command):
     out = tmp_path / "out"
     if command == "render":
         args = ["render", sample_root, "--out", out]
-    elif command == "nifti":
-        args = ["nifti", sample_root, out]
+    elif command in ("nifti", "store"):
+        args = [command, sample_root, out]
     elif command == "extract":
         import zipfile
 
@@ -869,7 +869,8 @@ def test_evaluate_warns_when_predictions_cover_few_images_and_orders_strata(samp
     from dataclasses import replace
 
     from deeplesion.data.annotations import LesionTable, load_lesions
-    from deeplesion.evaluation.froc import evaluate_detection, ground_truth, read_predictions
+    from deeplesion.evaluation.froc import evaluate_detection, ground_truth
+    from deeplesion.evaluation.predictions import read_predictions
 
     table = load_lesions(csv_path)
     shrunk = [  # lesions under 20 mm made 3 times smaller in mm
@@ -898,8 +899,9 @@ def test_froc_plot_labels_published_points_and_ends_curves_at_their_last_point(
     sample_root, tmp_path
 ):
     from deeplesion.data.annotations import load_lesions
-    from deeplesion.evaluation.froc import evaluate_detection, ground_truth, read_predictions
+    from deeplesion.evaluation.froc import evaluate_detection, ground_truth
     from deeplesion.evaluation.plot import froc_figure
+    from deeplesion.evaluation.predictions import read_predictions
 
     gt = ground_truth(load_lesions(sample_root / "DL_info.csv"), "val")
     dets = read_predictions(_predictions(sample_root, tmp_path, 1.0), gt)

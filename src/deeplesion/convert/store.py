@@ -38,7 +38,7 @@ from deeplesion.convert.store_runs import (
     verify_run,
 )
 from deeplesion.data.annotations import Lesion, load_lesions, split_code
-from deeplesion.data.io import write_bytes_atomic
+from deeplesion.data.io import LOCK_NAME, output_lock, write_bytes_atomic
 from deeplesion.data.store import (
     BOX_COLUMNS,
     FORMATS,
@@ -189,10 +189,15 @@ def _known_boxes(out_dir: Path) -> dict[str, tuple[Box, ...]]:
         tables = read_boxes(out_dir)
     except (DeepLesionError, ValueError, KeyError, OSError):
         return {}
-    return {
-        name: tuple(None if r[0] < 0 else tuple(int(v) for v in r) for r in rows)  # type: ignore[misc]
-        for name, rows in tables.items()
-    }
+    return {name: tuple(_box(r) for r in rows) for name, rows in tables.items()}
+
+
+def _box(row) -> Box:
+    """A stored box row: ``(x0, y0, x1, y1)``, or None where ``x0`` is negative (no body)."""
+    if row[0] < 0:
+        return None
+    x0, y0, x1, y1 = (int(v) for v in row)
+    return x0, y0, x1, y1
 
 
 def build_store(
@@ -244,71 +249,74 @@ def build_store(
     folders = {l.series_folder for l in lesions}
     selected = [v for v in runs if in_shard(v, shard)]
     not_stored = [v for v in selected if v.spacing_mm is None]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_meta(out_dir, fmt, threshold_png, opening_px)
-    known_by_folder: dict[str, list[tuple[str, tuple[Box, ...]]]] = {}
-    for name, boxes in sorted(_known_boxes(out_dir).items()):
-        known_by_folder.setdefault(name[:12], []).append((name, boxes))
-    tasks = [
-        StoreTask(
-            str(root),
-            str(out_dir),
-            sub,
-            fmt,
-            threshold_png,
-            opening_px,
-            tuple(known_by_folder.get(sub.folder, ())),
-        )
-        for sub in selected
-        if sub.spacing_mm is not None
-    ]
-    total = sum(t.subvolume.n_slices for t in tasks)
-    results: list[StoreTaskResult] = []
-    done = 0
+    # Shards run side by side on purpose, each under its own lock; one run per shard.
+    with output_lock(out_dir, command="store", name=f"{LOCK_NAME}{shard_suffix(shard)}"):
+        _write_meta(out_dir, fmt, threshold_png, opening_px)
+        known_by_folder: dict[str, list[tuple[str, tuple[Box, ...]]]] = {}
+        for name, boxes in sorted(_known_boxes(out_dir).items()):
+            known_by_folder.setdefault(name[:12], []).append((name, boxes))
+        tasks = [
+            StoreTask(
+                str(root),
+                str(out_dir),
+                sub,
+                fmt,
+                threshold_png,
+                opening_px,
+                tuple(known_by_folder.get(sub.folder, ())),
+            )
+            for sub in selected
+            if sub.spacing_mm is not None
+        ]
+        total = sum(t.subvolume.n_slices for t in tasks)
+        results: list[StoreTaskResult] = []
+        done = 0
 
-    def on_result(result: StoreTaskResult) -> None:
-        nonlocal done
-        results.append(result)
-        done += result.n_slices
+        def on_result(result: StoreTaskResult) -> None:
+            nonlocal done
+            results.append(result)
+            done += result.n_slices
+            if progress:
+                progress(done, total)
+
         if progress:
-            progress(done, total)
-
-    if progress:
-        progress(0, total)
-    jobs.run_tasks(
-        run_store_task,
-        sorted(tasks, key=lambda t: -t.subvolume.n_slices),
-        on_result,
-        workers=workers,
-        scheduler=scheduler,
-        error=StoreBuildError,
-    )
-    stored = sorted(
-        (r for res in results for r in res.runs),
-        key=lambda r: (r.entry.folder, r.entry.first_slice),
-    )
-    index_problems = [p for p in index.problems if p.folder in folders]
-    if shard is not None:
-        index_problems = [p for p in index_problems if _folder_in_shard(p.folder, runs, shard)]
-    problems = sorted(
-        index_problems + [p for r in results for p in r.problems], key=VolumeProblem.sort_key
-    )
-    suffix = shard_suffix(shard)
-    problems_path = out_dir / f"problems{suffix}.csv"
-    write_bytes_atomic(problems_path, csv_bytes(PROBLEM_COLUMNS, map(problem_row, problems)))
-    write_bytes_atomic(out_dir / f"boxes{suffix}.csv", csv_bytes(BOX_COLUMNS, _box_rows(stored)))
-    index_path = out_dir / f"index{suffix}.csv"
-    write_bytes_atomic(index_path, csv_bytes(INDEX_COLUMNS, (r.entry.row() for r in stored)))
-    return StoreReport(
-        out_dir,
-        stored,
-        problems,
-        sum(r.written for r in results),
-        sum(r.skipped for r in results),
-        not_stored,
-        index_path,
-        problems_path,
-    )
+            progress(0, total)
+        jobs.run_tasks(
+            run_store_task,
+            sorted(tasks, key=lambda t: -t.subvolume.n_slices),
+            on_result,
+            workers=workers,
+            scheduler=scheduler,
+            error=StoreBuildError,
+        )
+        stored = sorted(
+            (r for res in results for r in res.runs),
+            key=lambda r: (r.entry.folder, r.entry.first_slice),
+        )
+        index_problems = [p for p in index.problems if p.folder in folders]
+        if shard is not None:
+            index_problems = [p for p in index_problems if _folder_in_shard(p.folder, runs, shard)]
+        problems = sorted(
+            index_problems + [p for r in results for p in r.problems], key=VolumeProblem.sort_key
+        )
+        suffix = shard_suffix(shard)
+        problems_path = out_dir / f"problems{suffix}.csv"
+        write_bytes_atomic(problems_path, csv_bytes(PROBLEM_COLUMNS, map(problem_row, problems)))
+        write_bytes_atomic(
+            out_dir / f"boxes{suffix}.csv", csv_bytes(BOX_COLUMNS, _box_rows(stored))
+        )
+        index_path = out_dir / f"index{suffix}.csv"
+        write_bytes_atomic(index_path, csv_bytes(INDEX_COLUMNS, (r.entry.row() for r in stored)))
+        return StoreReport(
+            out_dir,
+            stored,
+            problems,
+            sum(r.written for r in results),
+            sum(r.skipped for r in results),
+            not_stored,
+            index_path,
+            problems_path,
+        )
 
 
 def _folder_in_shard(folder: str, runs: list[SubVolume], shard: tuple[int, int]) -> bool:

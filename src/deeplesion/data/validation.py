@@ -6,11 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deeplesion.data.annotations import iter_rows, parse_row
-from deeplesion.data.checks import Problem, check_lesion, duplicate_problem
+from deeplesion.data.annotations import read_dl_info
+from deeplesion.data.checks import Problem, check_lesion
 from deeplesion.data.paths import key_slice_path
 from deeplesion.data.slices import check_png_header, read_png_header
-from deeplesion.errors import AnnotationError, ImageReadError
+from deeplesion.errors import ImageReadError
 
 __all__ = ["Problem", "ValidationReport", "check_lesion", "validate"]
 
@@ -49,38 +49,34 @@ def validate(
     header, without decoding). Absent PNGs (a partial root) are counted in
     ``key_slices_absent``, not reported one by one.
 
-    ``progress`` is called with the number of rows checked so far, every 1000 rows.
+    ``progress`` is called with the number of rows checked so far: every 1000 rows while
+    images are looked for, and once at the end.
     """
     path = Path(path)
-    report = ValidationReport(str(path))
-    seen: dict[str, str] = {}
-    rows_seen: dict[tuple, int] = {}
-    for row_index, cells in iter_rows(path):
-        report.rows += 1
-        duplicate = duplicate_problem(cells, row_index + 2, rows_seen, file=str(path))
-        if duplicate is not None:
-            report.problems.append(duplicate)
-        if progress and report.rows % 1000 == 0:
-            progress(report.rows)
-        try:
-            lesion = parse_row(cells, row_index, file=str(path))
-        except AnnotationError as exc:
-            report.problems.append(Problem.from_error(exc))
-            continue
-        report.problems.extend(check_lesion(lesion, file=str(path)))
-        if images_root is not None and lesion.file_name not in seen:
+    rows, lesions, problems = read_dl_info(path)
+    report = ValidationReport(str(path), rows, problems)
+    if images_root is not None:
+        seen: set[str] = set()
+        for done, lesion in enumerate(lesions, start=1):
+            if progress and done % 1000 == 0:
+                progress(done)
+            if lesion.file_name in seen:
+                continue
+            seen.add(lesion.file_name)
             png = key_slice_path(images_root, lesion.file_name)
             report.key_slices += 1
-            seen[lesion.file_name] = ""
             if not png.is_file():
                 report.key_slices_absent += 1
                 continue
             try:
                 check_png_header(read_png_header(png), png, lesion.image_size)
             except ImageReadError as exc:
-                report.problems.append(
-                    Problem(str(path), row_index + 2, "File_name", lesion.file_name, str(exc))
+                problems.append(
+                    Problem(
+                        str(path), lesion.row_index + 2, "File_name", lesion.file_name, str(exc)
+                    )
                 )
+        problems.sort(key=lambda p: p.line or 0)
     if progress:
         progress(report.rows)
     return report
