@@ -177,7 +177,11 @@ def read_masks_csv(path: str | Path) -> dict[int, MaskRecord]:
                 values[column] = kind(cell) if kind is not str else (cell or "")
             except (TypeError, ValueError):
                 raise MaskFileError(
-                    f"expected {kind.__name__}", file=str(path), line=line, column=column, value=cell
+                    f"expected {kind.__name__}",
+                    file=str(path),
+                    line=line,
+                    column=column,
+                    value=cell,
                 ) from None
         try:
             parse_file_name(str(values["File_name"]))

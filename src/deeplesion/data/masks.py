@@ -34,8 +34,10 @@ def recist_mask(recist_xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         centre = p.mean(0)
     rows, cols = size
     mask = np.zeros((rows, cols), dtype=bool)
-    lo = np.floor(p.min(0)).astype(int)
-    hi = np.ceil(p.max(0)).astype(int)
+    # a rotated ellipse reaches beyond its axes' end points: bound it by its circumcircle
+    radius = float(np.linalg.norm(p - centre, axis=1).max())
+    lo = np.floor(centre - radius).astype(int)
+    hi = np.ceil(centre + radius).astype(int)
     x0, y0 = max(lo[0], 0), max(lo[1], 0)
     x1, y1 = min(hi[0], cols - 1), min(hi[1], rows - 1)
     if x1 < x0 or y1 < y0:

@@ -29,6 +29,7 @@ from deeplesion.data.maskfiles import (
     series_labels,
     write_label_png,
     write_masks_csv,
+    write_settings,
 )
 from deeplesion.data.paths import series_folder, slice_path
 from deeplesion.data.slices import write_hu_png
@@ -532,6 +533,7 @@ def _write_truth_masks_csv(
             )
         )
     write_masks_csv(masks_dir / MASKS_CSV, records)
+    write_settings(masks_dir, {"method": "truth", "3d": True})
 
 
 def read_truth(root: str | Path) -> dict[int, int]:

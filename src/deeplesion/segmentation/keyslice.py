@@ -165,22 +165,31 @@ def axis_score(mask: np.ndarray, lesion: Lesion) -> float:
     ) / 2
 
 
-def best_mask(hu: np.ndarray, lesion: Lesion) -> KeySliceMask:
-    """GrabCut under :data:`BEST_WINDOWS`; the lowest :func:`axis_score` wins if it is at
-    most :data:`BEST_MAX_SCORE`, else the ellipse. Ties (scores equal to 1e-9) go to the
-    window listed first."""
+def choose_best(
+    candidates: list[tuple[str, np.ndarray]], lesion: Lesion, shape: tuple[int, int]
+) -> KeySliceMask:
+    """The candidate with the lowest :func:`axis_score` if it is at most
+    :data:`BEST_MAX_SCORE`, else the RECIST ellipse. Ties (scores within 1e-9) go to the
+    candidate listed first."""
     scores = []
     best: tuple[float, str, np.ndarray] | None = None
-    for name in BEST_WINDOWS:
-        mask = grabcut_mask(hu, lesion, window_for(name, hu, lesion))
+    for name, mask in candidates:
         score = axis_score(mask, lesion)
-        scores.append((f"grabcut:{name}", score))
+        scores.append((name, score))
         if best is None or score < best[0] - 1e-9:
-            best = (score, f"grabcut:{name}", mask)
-    assert best is not None
-    if best[0] <= BEST_MAX_SCORE:
+            best = (score, name, mask)
+    if best is not None and best[0] <= BEST_MAX_SCORE:
         return KeySliceMask(best[2], best[1], tuple(scores))
-    return KeySliceMask(lesion_ellipse_mask(lesion, hu.shape), "ellipse", tuple(scores))
+    return KeySliceMask(lesion_ellipse_mask(lesion, shape), "ellipse", tuple(scores))
+
+
+def best_mask(hu: np.ndarray, lesion: Lesion) -> KeySliceMask:
+    """GrabCut under each of :data:`BEST_WINDOWS`, then :func:`choose_best`."""
+    candidates = [
+        (f"grabcut:{name}", grabcut_mask(hu, lesion, window_for(name, hu, lesion)))
+        for name in BEST_WINDOWS
+    ]
+    return choose_best(candidates, lesion, hu.shape)
 
 
 def key_slice_mask(hu: np.ndarray, lesion: Lesion, method: str) -> KeySliceMask:
