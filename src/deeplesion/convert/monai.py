@@ -27,7 +27,7 @@ from deeplesion.convert.nifti import export_nifti
 from deeplesion.convert.nnunet import SegmentationExportError, case_label_volume
 from deeplesion.data.annotations import Lesion, load_lesions
 from deeplesion.data.io import write_text_atomic
-from deeplesion.data.maskfiles import read_masks_csv
+from deeplesion.data.maskfiles import match_records, read_masks_csv
 
 DATALIST = "datalist.json"
 SPLIT_KEYS = {"train": "training", "val": "validation", "test": "test"}
@@ -66,7 +66,9 @@ def export_monai(
     report = export_nifti(
         root, out / "images", csv_path=csv_path, workers=workers, progress=progress
     )
-    records = read_masks_csv(masks_dir) if masks_dir is not None else {}
+    records = (
+        match_records(read_masks_csv(masks_dir), lesions.values()) if masks_dir is not None else {}
+    )
     lists: dict[str, list[dict]] = {key: [] for key in SPLIT_KEYS.values()}
     labels_written = 0
     for volume in report.volumes:
@@ -80,10 +82,7 @@ def export_monai(
         if not rows:
             continue
         entry: dict = {"image": f"images/{volume.file}"}
-        masked = [
-            r for r in rows if (rec := records.get(r.row_index)) and rec.ok
-            and rec.file_name == r.file_name
-        ]  # fmt: skip
+        masked = [r for r in rows if r.row_index in records]
         if masked and masks_dir is not None:
             sub = next(v for v in _subvolumes(report) if v.name + ".nii.gz" == volume.file)
             cols, rows_n, _ = volume.shape

@@ -30,6 +30,7 @@ from deeplesion.data.annotations import Lesion, load_lesions
 from deeplesion.data.io import write_text_atomic
 from deeplesion.data.maskfiles import (
     mask_png_path,
+    match_records,
     read_label_png,
     read_masks_csv,
     read_settings,
@@ -128,11 +129,8 @@ def export_nnunet(
     folder = Path(out_dir) / dataset_folder_name(dataset_id, name)
     csv_path = Path(csv_path) if csv_path else root / "DL_info.csv"
     lesions = load_lesions(csv_path).lesions
-    records = read_masks_csv(masks_dir)
+    masked = set(match_records(read_masks_csv(masks_dir), lesions))
     three_d = bool(read_settings(masks_dir).get("3d"))
-    masked = {
-        row for row, r in records.items() if r.ok and r.file_name in {l.file_name for l in lesions}
-    }
     cases, left_out = plan_cases(lesions, runs_by_row(root, csv_path), masked, three_d)
     report = ExportedCases(folder, left_out=left_out)
     if not any(split != "test" for _, split in cases.values()):

@@ -36,6 +36,7 @@ SETTINGS_JSON = "settings.json"
 COLUMNS = (
     "row_index",
     "File_name",
+    "on_slice",
     "label",
     "method",
     "status",
@@ -62,6 +63,7 @@ class MaskRecord:
 
     row_index: int
     file_name: str
+    on_slice: int  #: 1-based rank of the row among its key slice's rows (ULS23's NN)
     label: int
     method: str
     status: str = "ok"
@@ -91,6 +93,7 @@ class MaskRecord:
         return [
             str(self.row_index),
             self.file_name,
+            str(self.on_slice),
             str(self.label),
             self.method,
             self.status,
@@ -114,6 +117,33 @@ def series_labels(lesions: Iterable[Lesion]) -> dict[int, int]:
                 raise MaskFileError(f"more than 255 lesions in one series (row {row})")
             labels[row] = rank
     return labels
+
+
+def slice_ranks(lesions: Iterable[Lesion]) -> dict[int, int]:
+    """``{row_index: NN}``: 1-based rank of each row among its key slice's rows."""
+    by_file: dict[str, list[int]] = {}
+    for l in lesions:
+        by_file.setdefault(l.file_name, []).append(l.row_index)
+    return {row: i for rows in by_file.values() for i, row in enumerate(sorted(rows), start=1)}
+
+
+def match_records(
+    records: dict[int, MaskRecord], lesions: Iterable[Lesion], *, ok_only: bool = True
+) -> dict[int, MaskRecord]:
+    """``{row_index: record}`` of the lesions that have a mask.
+
+    A record belongs to a lesion by key slice and rank on it (``File_name``, ``on_slice``),
+    so a split or an excerpt of the DL_info.csv the masks were made from still finds them.
+    """
+    lesions = list(lesions)
+    by_slice = {(r.file_name, r.on_slice): r for r in records.values()}
+    ranks = slice_ranks(lesions)
+    out = {}
+    for l in lesions:
+        record = by_slice.get((l.file_name, ranks[l.row_index]))
+        if record is not None and (record.ok or not ok_only):
+            out[l.row_index] = record
+    return out
 
 
 def mask_png_path(masks_dir: str | Path, folder: str, slice_number: int) -> Path:
@@ -171,7 +201,9 @@ def read_masks_csv(path: str | Path) -> dict[int, MaskRecord]:
     out: dict[int, MaskRecord] = {}
     for line, row in enumerate(reader, start=2):
         values: dict[str, object] = {}
-        for column, kind in zip(COLUMNS, (int, str, int, str, str, int, int, int, float, float)):
+        for column, kind in zip(
+            COLUMNS, (int, str, int, int, str, str, int, int, int, float, float)
+        ):
             cell = row[column]
             try:
                 values[column] = kind(cell) if kind is not str else (cell or "")

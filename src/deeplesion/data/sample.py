@@ -27,6 +27,7 @@ from deeplesion.data.maskfiles import (
     mask_png_path,
     read_label_png,
     series_labels,
+    slice_ranks,
     write_label_png,
     write_masks_csv,
     write_settings,
@@ -514,6 +515,7 @@ def _write_truth_masks_csv(
 ) -> None:
     """``masks.csv`` of the exact masks (key-slice area counted from its label PNG)."""
     records = []
+    ranks = slice_ranks(lesions)
     for l in lesions:
         label = label_of[l.row_index]
         slices = extents[(l.series_folder, label)]
@@ -522,6 +524,7 @@ def _write_truth_masks_csv(
             MaskRecord(
                 l.row_index,
                 l.file_name,
+                ranks[l.row_index],
                 label,
                 "truth",
                 "ok",

@@ -28,8 +28,10 @@ from deeplesion.data.maskfiles import (
     MASKS_CSV,
     MaskFileError,
     lesion_mask_slices,
+    match_records,
     read_masks_csv,
     read_settings,
+    slice_ranks,
 )
 from deeplesion.data.masks import dice, hausdorff95_mm, iou, mask_axes
 from deeplesion.evaluation.errors import EvaluationError
@@ -97,14 +99,6 @@ def size_bin(long_mm: float) -> str:
 # --------------------------------------------------------------------------- references
 
 
-def _on_key_slice(lesions: Iterable[Lesion]) -> dict[int, int]:
-    """``{row_index: NN}``: 1-based rank of each row among its key slice's rows."""
-    by_file: dict[str, list[int]] = {}
-    for l in lesions:
-        by_file.setdefault(l.file_name, []).append(l.row_index)
-    return {row: i for rows in by_file.values() for i, row in enumerate(sorted(rows), start=1)}
-
-
 def uls23_name(lesion: Lesion, rank: int) -> str:
     """``<folder>_<slice>_lesion_<NN>.nii.gz`` of a lesion (``rank`` on its key slice)."""
     return f"{lesion.file_name[:-4]}_lesion_{rank:02d}.nii.gz"
@@ -147,13 +141,10 @@ def load_references(
         raise EvaluationError(f"{ref}: reference folder not found")
     out: dict[int, dict[int, np.ndarray]] = {}
     if (ref / MASKS_CSV).is_file():
-        records = read_masks_csv(ref)
-        for l in lesions:
-            record = records.get(l.row_index)
-            if record is not None and record.ok and record.file_name == l.file_name:
-                out[l.row_index] = lesion_mask_slices(ref, record)
+        for row, record in match_records(read_masks_csv(ref), lesions).items():
+            out[row] = lesion_mask_slices(ref, record)
         return out
-    ranks = _on_key_slice(lesions)
+    ranks = slice_ranks(lesions)
     for l in lesions:
         path = ref / uls23_name(l, ranks[l.row_index])
         if path.is_file():
@@ -243,13 +234,13 @@ def evaluate_segmentation(
     """Score a masks folder against the DL_info rows (and reference masks when given)."""
     masks_dir = Path(masks_dir)
     lesions = list(lesions)
-    records = read_masks_csv(masks_dir)
+    records = match_records(read_masks_csv(masks_dir), lesions)
     three_d_folder = bool(read_settings(masks_dir).get("3d"))
     references = load_references(reference_dir, lesions) if reference_dir else None
     scores, without_mask, without_reference = [], [], []
     for lesion in lesions:
         record = records.get(lesion.row_index)
-        if record is None or not record.ok or record.file_name != lesion.file_name:
+        if record is None:
             without_mask.append(lesion.row_index)
             continue
         masks = lesion_mask_slices(masks_dir, record)

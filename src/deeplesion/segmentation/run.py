@@ -31,6 +31,7 @@ from deeplesion.data.maskfiles import (
     mask_png_path,
     read_settings,
     series_labels,
+    slice_ranks,
     write_label_png,
     write_masks_csv,
     write_settings,
@@ -55,6 +56,7 @@ class FolderTask:
     out_dir: str
     folder: str
     lesions: tuple[Lesion, ...]
+    ranks: tuple[int, ...]  #: each row's rank among its key slice's rows
     labels: tuple[int, ...]
     runs: tuple[SubVolume | None, ...]  #: the sub-volume holding each key slice
     method: str
@@ -108,12 +110,19 @@ def run_folder(task: FolderTask) -> list[MaskRecord]:
     records: list[MaskRecord] = []
     images: dict[int, np.ndarray] = {}
     files: list[str] = []
-    for lesion, label, run in zip(task.lesions, task.labels, task.runs):
+    for lesion, rank, label, run in zip(task.lesions, task.ranks, task.labels, task.runs):
         try:
             masks, method, axes = _segment_lesion(task, lesion, run)
         except DeepLesionError as exc:
             records.append(
-                MaskRecord(lesion.row_index, lesion.file_name, label, task.method, f"failed: {exc}")
+                MaskRecord(
+                    lesion.row_index,
+                    lesion.file_name,
+                    rank,
+                    label,
+                    task.method,
+                    f"failed: {exc}",
+                )
             )
             continue
         for n, mask in masks.items():
@@ -123,6 +132,7 @@ def run_folder(task: FolderTask) -> list[MaskRecord]:
             MaskRecord(
                 lesion.row_index,
                 lesion.file_name,
+                rank,
                 label,
                 method,
                 "ok",
@@ -162,8 +172,8 @@ def _finished(out: Path, task: FolderTask) -> list[MaskRecord] | None:
         if any(not (out / f).is_file() for f in part["files"]):
             return None
         records = [
-            MaskRecord(int(r[0]), r[1], int(r[2]), r[3], r[4], int(r[5]), int(r[6]), int(r[7]),
-                       float(r[8]), float(r[9]))
+            MaskRecord(int(r[0]), r[1], int(r[2]), int(r[3]), r[4], r[5], int(r[6]), int(r[7]),
+                       int(r[8]), float(r[9]), float(r[10]))
             for r in rows
         ]  # fmt: skip
     except (OSError, ValueError, KeyError, IndexError, TypeError):
@@ -224,6 +234,7 @@ def make_masks(
     else:
         notes.append("flat folder of key slices: no 3-D propagation and no NIfTI label volumes")
     labels = series_labels(lesions)
+    ranks = slice_ranks(lesions)
     by_folder: dict[str, list[Lesion]] = {}
     for lesion in lesions:
         by_folder.setdefault(lesion.series_folder, []).append(lesion)
@@ -233,6 +244,7 @@ def make_masks(
             str(out),
             folder,
             tuple(ls),
+            tuple(ranks[l.row_index] for l in ls),
             tuple(labels[l.row_index] for l in ls),
             tuple(runs_of.get(l.row_index) for l in ls),
             method,

@@ -73,15 +73,19 @@ def rle_decode(rle: dict) -> np.ndarray:
 
 
 def _key_slice_masks(masks_dir: str | Path, lesions: list[Lesion]) -> dict[int, np.ndarray]:
-    from deeplesion.data.maskfiles import mask_png_path, read_label_png, read_masks_csv
+    from deeplesion.data.maskfiles import (
+        mask_png_path,
+        match_records,
+        read_label_png,
+        read_masks_csv,
+    )
 
-    records = read_masks_csv(masks_dir)
     out = {}
-    for l in lesions:
-        r = records.get(l.row_index)
-        if r is not None and r.ok and r.file_name == l.file_name:
-            png = read_label_png(mask_png_path(masks_dir, l.series_folder, l.key_slice_index))
-            out[l.row_index] = png == r.label
+    by_row = {l.row_index: l for l in lesions}
+    for row, r in match_records(read_masks_csv(masks_dir), lesions).items():
+        l = by_row[row]
+        png = read_label_png(mask_png_path(masks_dir, l.series_folder, l.key_slice_index))
+        out[row] = png == r.label
     return out
 
 
