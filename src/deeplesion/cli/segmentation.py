@@ -10,9 +10,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from deeplesion.cli import main
 from deeplesion.cli._common import console, err_console, fail_cleanly, load_table, progress_bar
-from deeplesion.cli.evaluate import evaluate
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 _CSV = click.option(
@@ -35,7 +33,7 @@ def _need(modules: tuple[str, ...], extra: str) -> None:
             ) from None
 
 
-@main.command()
+@click.command()
 @click.argument("root", type=_DIR)
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @_CSV
@@ -115,7 +113,7 @@ def _f(value: float | None, digits: int = 2) -> str:
     )
 
 
-@evaluate.command("segmentation")
+@click.command("segmentation")
 @click.argument("masks_dir", metavar="MASKS", type=_DIR)
 @click.option(
     "--annotations",
@@ -183,7 +181,7 @@ def _no_nan(value):
     return value
 
 
-@main.group()
+@click.group()
 def export() -> None:
     """Exports for segmentation and detection frameworks (nnU-Net v2, MONAI)."""
 

@@ -6,6 +6,7 @@ torch is imported only inside the training commands (the ``[torch]`` extra).
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +21,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from deeplesion.cli import main
 from deeplesion.cli._common import console, err_console, fail_cleanly, find_csv, load_table
-from deeplesion.training.preprocess import PRESETS
+from deeplesion.training.presets import PREPROCESSING_PRESETS
 
 _SPLITS = click.Choice(["train", "val", "test", "all"])
 _POSITIVE = click.IntRange(min=1)
@@ -63,15 +63,15 @@ def _annotations(root: Path, annotations: Path | None) -> Path:
 
 def _need_torch() -> None:
     try:
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
+        for module in ("torch", "torchvision"):
+            importlib.import_module(module)
     except ImportError as exc:
         raise click.ClickException(
             f"this command needs PyTorch: pip install 'deeplesion[torch]' ({exc})"
         ) from exc
 
 
-@main.command("export-coco")
+@click.command("export-coco")
 @click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
 @click.option("--split", type=_SPLITS, default="all", show_default=True)
 @click.option(
@@ -113,7 +113,7 @@ def export_coco_cmd(
     )
 
 
-@main.command("train-detector")
+@click.command("train-detector")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--out",
@@ -130,7 +130,7 @@ def export_coco_cmd(
 )
 @click.option(
     "--preset",
-    type=click.Choice(list(PRESETS), case_sensitive=False),
+    type=click.Choice(list(PREPROCESSING_PRESETS), case_sensitive=False),
     default="mulan",
     show_default=True,
     help="Preprocessing preset.",
@@ -234,8 +234,8 @@ def train_detector_cmd(
         saved_run,
         train_detector,
     )
-    from deeplesion.training.preprocess import PreprocessError, parse_override
-    from deeplesion.training.preprocess import preset as get_preset
+    from deeplesion.training.presets import preset as get_preset
+    from deeplesion.training.settings import PreprocessError, parse_override
 
     ctx = click.get_current_context()
     with fail_cleanly():
@@ -275,6 +275,7 @@ def train_detector_cmd(
             checkpoint_every=checkpoint_every,
         )
         saved = saved_run(out_dir)
+        run_config: TrainConfig | None = config
         if saved is not None:
             given = [
                 field
@@ -283,7 +284,7 @@ def train_detector_cmd(
             ]
             err_console.print(f"resuming from {out_dir / 'last.pt'} with its settings")
             _warn_ignored(out_dir, resume_differences(*saved, config, given))
-            config = TrainConfig(epochs=epochs) if epochs is not None else None
+            run_config = TrainConfig(epochs=epochs) if epochs is not None else None
         with _bar("training") as update:
 
             def progress(done: int, total: int, info: dict) -> None:
@@ -296,7 +297,11 @@ def train_detector_cmd(
                     )
 
             result = train_detector(
-                root, out_dir, config, lesions=_annotations(root, annotations), progress=progress
+                root,
+                out_dir,
+                run_config,
+                lesions=_annotations(root, annotations),
+                progress=progress,
             )
     console.print(f"done: {len(result.history)} epochs; best checkpoint {result.best_checkpoint}")
 
@@ -372,7 +377,7 @@ def _bar(description: str) -> Iterator:
         yield update
 
 
-@main.command("detect")
+@click.command("detect")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)

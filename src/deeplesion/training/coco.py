@@ -102,7 +102,7 @@ def export_coco(
     ``deeplesion masks``) each lesion with a mask gets its key-slice mask as uncompressed
     RLE in ``segmentation`` (``area`` stays the box area of the evaluation protocol).
     """
-    code = None if split in (None, "all") else split_code(split)  # type: ignore[arg-type]
+    code = None if split in (None, "all") else split_code(split)
     chosen = [
         l
         for l in lesions

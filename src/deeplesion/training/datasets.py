@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,14 +29,10 @@ from torch.utils.data import Dataset
 from deeplesion.data.annotations import Lesion, LesionTable, load_lesions
 from deeplesion.data.sources import PngSource, SliceSource
 from deeplesion.errors import DeepLesionError
-from deeplesion.training.preprocess import (
-    PreparedSlice,
-    Preprocessing,
-    prepare_lesion_image,
-    preset,
-    recist_mask,
-    resize_bilinear,
-)
+from deeplesion.training.imageops import recist_mask, resize_bilinear
+from deeplesion.training.pipeline import PreparedSlice, prepare_lesion_image
+from deeplesion.training.presets import preset
+from deeplesion.training.settings import Preprocessing
 
 #: Label of every lesion box (0 is the background class in torchvision detectors).
 LESION_LABEL = 1
@@ -71,7 +68,7 @@ def _select(lesions: list[Lesion], split: str | None, include_noisy: bool) -> li
 
     if split not in (None, "all"):
         try:
-            code = split_code(split)  # type: ignore[arg-type]
+            code = split_code(split)
         except ValueError as exc:
             raise DatasetError(str(exc)) from None
         lesions = [l for l in lesions if l.split_code == code]
@@ -129,9 +126,10 @@ class KeySliceDetectionDataset(_Base):
     """Key slices with their lesions, for detection.
 
     ``preset``: a :class:`Preprocessing` or preset name (see
-    ``deeplesion.training.preprocess.PRESETS``); ``overrides`` replaces any of its fields (values
-    checked against the field types). The preset's augmentation is applied only with
-    ``train=True``. ``masks=True`` adds the weak RECIST masks (n, H, W) to the target.
+    ``deeplesion.training.presets.PREPROCESSING_PRESETS``); ``overrides`` replaces any of
+    its fields (values checked against the field types). The preset's augmentation is
+    applied only with ``train=True``. ``masks=True`` adds the weak RECIST masks (n, H, W)
+    to the target.
     ``cache=True`` keeps un-augmented samples in memory (per worker) after the first read.
     Noisy lesions are left out unless ``include_noisy``.
     """
@@ -194,7 +192,7 @@ class KeySliceDetectionDataset(_Base):
         boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, cols - 1)
         boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, rows - 1)
         first = lesions[0]
-        target = {
+        target: dict[str, Any] = {
             "boxes": torch.from_numpy(boxes),
             "labels": torch.full((len(lesions),), LESION_LABEL, dtype=torch.int64),
             "coarse_types": torch.tensor([l.coarse_type for l in lesions], dtype=torch.int64),
