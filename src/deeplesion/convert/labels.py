@@ -16,6 +16,7 @@ import numpy as np
 from deeplesion.convert.nifti import Compression, nifti_header, volume_file_name, volume_shape
 from deeplesion.data.io import atomic_path
 from deeplesion.data.volumes import SubVolume
+from deeplesion.errors import InvalidArgumentError
 
 LABEL_DESCRIP = "deeplesion uint8 labels on the grid of the int16 HU export"
 _COMPRESSION = Compression("zlib", 6)
@@ -23,7 +24,7 @@ _COMPRESSION = Compression("zlib", 6)
 
 def label_header(sub: SubVolume, rows: int, cols: int, layout: str = "project"):
     if sub.spacing_mm is None:
-        raise ValueError(f"{sub.name}: spacing unknown")
+        raise InvalidArgumentError(f"{sub.name}: spacing unknown")
     shape = volume_shape(rows, cols, sub.n_slices, layout)
     hdr = nifti_header(shape, sub.spacing_mm, layout, sub.first_slice, sub.name)
     hdr.set_data_dtype(np.uint8)
@@ -38,7 +39,9 @@ def write_label_volume(
     label volume of ``sub``; returns its sha256."""
     labels = np.asarray(labels_srk, dtype=np.uint8)
     if labels.ndim != 3 or labels.shape[0] != sub.n_slices:
-        raise ValueError(f"{sub.name}: labels of shape {labels.shape} for {sub.n_slices} slices")
+        raise InvalidArgumentError(
+            f"{sub.name}: labels of shape {labels.shape} for {sub.n_slices} slices"
+        )
     hdr = label_header(sub, labels.shape[1], labels.shape[2], layout)
     digest = hashlib.sha256()
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:

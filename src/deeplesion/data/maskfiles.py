@@ -27,7 +27,7 @@ import numpy as np
 from deeplesion.data.annotations import Lesion
 from deeplesion.data.io import atomic_path, read_text, write_text_atomic
 from deeplesion.data.paths import parse_file_name, slice_file
-from deeplesion.errors import CellError, DeepLesionError, MissingDataError
+from deeplesion.errors import CellError, DeepLesionError, InvalidTypeError, MissingDataError
 
 MASKS_CSV = "masks.csv"
 PNG_DIR = "png"
@@ -156,7 +156,7 @@ def write_label_png(path: str | Path, labels: np.ndarray) -> None:
 
     arr = np.asarray(labels)
     if arr.dtype != np.uint8 or arr.ndim != 2:
-        raise ValueError(f"label images are 2-D uint8, got {arr.dtype} {arr.shape}")
+        raise InvalidTypeError(f"label images are 2-D uint8, got {arr.dtype} {arr.shape}")
     buf = io.BytesIO()
     Image.fromarray(arr, mode="L").save(buf, format="PNG", compress_level=6)
     with atomic_path(path) as tmp:

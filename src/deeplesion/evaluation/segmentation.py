@@ -109,7 +109,7 @@ def read_uls23_volume(path: Path, lesion: Lesion) -> dict[int, np.ndarray]:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        img = nib.nifti1.load(str(path))
         data = np.asanyarray(img.dataobj)
         affine = img.affine
     except Exception as exc:  # nibabel raises many kinds for a bad file

@@ -19,7 +19,7 @@ import numpy as np
 
 from deeplesion.data.annotations import Lesion
 from deeplesion.data.masks import lesion_ellipse_mask, mask_axes
-from deeplesion.data.windowing import PRESETS
+from deeplesion.data.windowing import WINDOW_PRESETS
 from deeplesion.errors import DeepLesionError
 
 METHODS = ("ellipse", "grabcut", "best")
@@ -76,7 +76,7 @@ def window_for(name: str, hu: np.ndarray, lesion: Lesion) -> tuple[float, float]
         return lesion.dicom_window_hu
     if name == "intensity":
         return intensity_window(hu, lesion)
-    w = PRESETS[name]
+    w = WINDOW_PRESETS[name]
     return (w.low_hu, w.high_hu)
 
 
@@ -108,10 +108,12 @@ def run_grabcut(image_u8: np.ndarray, init: np.ndarray) -> np.ndarray:
     import cv2
 
     cv2.setRNGSeed(0)
-    labels = init.astype(np.uint8).copy()
-    rgb = np.ascontiguousarray(np.repeat(image_u8[..., None], 3, axis=2))
+    labels = np.array(init, dtype=np.uint8)
+    rgb = np.empty(image_u8.shape + (3,), dtype=np.uint8)
+    rgb[...] = image_u8[..., None]
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(rgb, labels, None, bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    no_rect = (0, 0, 0, 0)  # unused with GC_INIT_WITH_MASK
+    cv2.grabCut(rgb, labels, no_rect, bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
     return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
 
 
