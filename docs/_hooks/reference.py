@@ -18,7 +18,16 @@ from pathlib import Path
 from mkdocs.structure.files import File, Files
 
 # Library layers, top-level package first; the CLI is documented on the commands page.
-SUBPACKAGES = ("data", "fetch", "convert", "review", "training", "evaluation", "analysis")
+SUBPACKAGES = (
+    "data",
+    "fetch",
+    "convert",
+    "review",
+    "training",
+    "segmentation",
+    "evaluation",
+    "analysis",
+)
 TOP_MODULES = ("deeplesion.errors", "deeplesion.demo")
 #: What each subpackage holds, where its ``__init__`` has no docstring of its own.
 SUMMARIES = {
@@ -28,6 +37,7 @@ SUMMARIES = {
     "convert": "NIfTI sub-volumes and other exports",
     "review": "key slices with lesions drawn, crops, galleries, the body map, the HTML report",
     "training": "preprocessing presets, PyTorch datasets, COCO export, the baseline detector",
+    "segmentation": "lesion masks from RECIST: ellipse, GrabCut, best of several, 3-D propagation",
     "evaluation": "the published protocols: key-slice FROC, 3-D FROC, tagging, measurement",
     "analysis": "growth tracks and RECIST responses, retrieval, figures",
 }
