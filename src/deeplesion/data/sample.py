@@ -8,6 +8,9 @@ heart, liver, spleen, kidneys, aorta, spine, pelvis, noise) with the lesions dra
 the annotations say. ``sample_masks/`` holds every lesion's exact mask on every slice it
 reaches, as a masks folder (:mod:`deeplesion.data.maskfiles`): the painted ellipsoid
 section, soft rim included. Same seed, same bytes.
+
+(Over 400 lines: about half is the sample's specification, series by series, which reads
+best in one place next to the code that draws it.)
 """
 
 from __future__ import annotations

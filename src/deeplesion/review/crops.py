@@ -37,7 +37,7 @@ def hu_patch(
     (row, col) index of its top-left corner in the slice.
     """
     e = fitted_ellipse(lesion)
-    cx_index, cy_index = e.center_px1[0] - 1.0, e.center_px1[1] - 1.0  # px1 -> 0-based
+    cx_index, cy_index = px1_to_index(e.center_px1).tolist()
     side_px = side_mm / lesion.spacing_mm[0] if side_mm else 2 * e.semi_long_px * scale
     side = int(max(min_side_px, round(side_px)))
     r0 = int(round(cy_index - side / 2))
@@ -61,8 +61,7 @@ def ellipse_mask(
     top-left pixel is the slice's 0-based (row, col) ``origin_index``."""
     e = fitted_ellipse(lesion)
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
-    x_px1 = cols + origin_index[1] + 1.0
-    y_px1 = rows + origin_index[0] + 1.0
+    x_px1, y_px1 = index_to_px1([cols + origin_index[1], rows + origin_index[0]])
     t = np.radians(e.angle_deg)
     dx, dy = x_px1 - e.center_px1[0], y_px1 - e.center_px1[1]
     u = dx * np.cos(t) + dy * np.sin(t)
@@ -219,3 +218,21 @@ def annotated_crop(
         else:
             tiles.append(np.repeat(grey[:, :, None], 3, axis=2))
     return np.concatenate(tiles, axis=1)
+
+
+def key_slice_tile(
+    hu: np.ndarray,
+    lesion: Lesion,
+    *,
+    window: str | Window = "dicom",
+    tile_px: int = 128,
+    annotate: bool = True,
+) -> np.ndarray:
+    """RGB uint8 ``[tile_px, tile_px, 3]``: the key-slice tile of :func:`annotated_crop`
+    made from an HU array already read (``hu``, the lesion's key slice)."""
+    left, top, side = crop_square_index(lesion)
+    grey = _crop_resize(apply_window(hu, window_for(lesion, window)), left, top, side, tile_px)
+    if not annotate:
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    moved = shift_lesion(lesion, left, top, tile_px / side)
+    return draw_lesions(grey, [moved], DrawStyle(label=False))
