@@ -309,3 +309,12 @@ def measurement(predictions: Path, annotations: Path, nearest_vertex: bool, as_j
     for key, value in out.items():
         t.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
     console.print(t)
+
+
+def _add_segmentation() -> None:
+    from deeplesion.cli.segmentation import segmentation_cmd
+
+    evaluate.add_command(segmentation_cmd, "segmentation")
+
+
+_add_segmentation()
