@@ -105,6 +105,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "stats",
         "Counts of lesions, key slices, series, studies, patients, splits and types.",
     ),
+    "store": (
+        "store",
+        "store",
+        "Convert the slices training reads from ROOT's PNGs into int16 HU arrays in OUT.",
+    ),
     "train-detector": (
         "train",
         "train_detector_cmd",

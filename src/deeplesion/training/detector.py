@@ -304,6 +304,7 @@ def _dataset(
     train: bool,
     include_noisy: bool | None = None,
     preprocessing: dict | None = None,
+    store: str | Path | None = None,
 ) -> KeySliceDetectionDataset:
     params = from_description(preprocessing) if preprocessing is not None else config.preset
     return KeySliceDetectionDataset(
@@ -316,6 +317,7 @@ def _dataset(
         seed=config.seed,
         cache=config.cache,
         include_noisy=config.include_noisy if include_noisy is None else include_noisy,
+        store=store,
     )
 
 
@@ -478,8 +480,13 @@ def train_detector(
     lesions: LesionTable | Sequence[Lesion] | str | Path | None = None,
     progress: Progress | None = None,
     stop_after: int | None = None,
+    store: str | Path | None = None,
 ) -> TrainResult:
     """Train (or resume) a detector in ``out_dir``.
+
+    ``store``: read the slices from this training store (``deeplesion store``) instead of
+    ``root``'s PNGs (same samples; not saved in the checkpoint, so a resumed run may use
+    either).
 
     When ``out_dir/last.pt`` exists the run resumes from it with the checkpoint's config
     (a larger ``config.epochs`` extends it; other fields of ``config`` are ignored, see
@@ -514,7 +521,7 @@ def train_detector(
         raise DetectorError(f"preprocessing of the run: {exc}") from exc
     workers = join(config.device)
     try:
-        return _train(root, out_dir, config, state, workers, lesions, progress, stop_after)
+        return _train(root, out_dir, config, state, workers, lesions, progress, stop_after, store)
     finally:
         workers.leave()
 
@@ -528,16 +535,19 @@ def _train(
     lesions: LesionTable | Sequence[Lesion] | str | Path | None,
     progress: Progress | None,
     stop_after: int | None,
+    store: str | Path | None,
 ) -> TrainResult:
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     device = workers.device(config.device)
     if not workers.main:
         progress = None
 
-    train_ds = _dataset(root, config, config.train_split, lesions, train=config.augment)
+    train_ds = _dataset(
+        root, config, config.train_split, lesions, train=config.augment, store=store
+    )
     val_ds = None
     if config.val_split is not None:
-        val_ds = _dataset(root, config, config.val_split, lesions, train=False)
+        val_ds = _dataset(root, config, config.val_split, lesions, train=False, store=store)
     torch.manual_seed(config.seed)  # same initial weights for the same seed
     model = build_detector(
         train_ds.in_channels,
@@ -705,8 +715,10 @@ def detect(
     batch_size: int = 2,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    store: str | Path | None = None,
 ) -> Path:
-    """Write predictions on ``split``'s key slices (1-based DL_info pixels) to ``out_csv``."""
+    """Write predictions on ``split``'s key slices (1-based DL_info pixels) to ``out_csv``
+    (``store``: read the slices from a training store instead of the PNGs)."""
     from deeplesion.evaluation.froc import write_predictions_csv
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -723,6 +735,7 @@ def detect(
         train=False,
         include_noisy=True,
         preprocessing=ckpt["preprocessing"],
+        store=store,
     )
     names, boxes, scores = predict(
         model,
