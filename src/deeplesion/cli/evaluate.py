@@ -19,11 +19,11 @@ from deeplesion.evaluation.froc import (
     STRATA,
     evaluate_detection,
     ground_truth,
-    read_predictions,
 )
 from deeplesion.evaluation.froc3d import evaluate_detection_3d, read_boxes_3d, read_volume_list
 from deeplesion.evaluation.measurement import evaluate_measurements, read_measurements
 from deeplesion.evaluation.plot import plot_froc
+from deeplesion.evaluation.predictions import read_predictions
 from deeplesion.evaluation.tagging import (
     align_scores,
     choose_thresholds,
@@ -309,3 +309,12 @@ def measurement(predictions: Path, annotations: Path, nearest_vertex: bool, as_j
     for key, value in out.items():
         t.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
     console.print(t)
+
+
+def _add_segmentation() -> None:
+    from deeplesion.cli.segmentation import segmentation_cmd
+
+    evaluate.add_command(segmentation_cmd, "segmentation")
+
+
+_add_segmentation()
