@@ -139,4 +139,3 @@ def blend_window(
         for extra, w in planes[2:]:
             cv2.scaleAdd(np.asarray(extra, np.float32), w * gain, out, dst=out)
     return np.clip(out, -offset, 255.0 - offset, out=out)
-
