@@ -14,4 +14,14 @@ def main() -> None:
 
 
 # Command modules register themselves on ``main`` when imported.
-from deeplesion.cli import analysis, core, download, evaluate, review, sample, train, volumes  # noqa: E402,F401
+from deeplesion.cli import (  # noqa: E402,F401
+    analysis,
+    core,
+    download,
+    evaluate,
+    relations,
+    review,
+    sample,
+    train,
+    volumes,
+)
