@@ -16,7 +16,8 @@ import numpy as np
 
 from deeplesion.data.annotations import load_lesions
 from deeplesion.data.slices import read_png_raw
-from deeplesion.training.preprocess import prepare_lesion_image, preset
+from deeplesion.training.pipeline import prepare_lesion_image
+from deeplesion.training.presets import preset
 
 
 def plain(root: Path, lesion, params) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Expected tensors are recomputed here from the rules in the preprocessing notes (window,
 body crop, spacing scale, 2 mm context with linear interpolation and edge stepping),
-with plain numpy, independently of ``deeplesion.training.preprocess``.
+with plain numpy, independently of ``deeplesion.training``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from deeplesion.training.datasets import (  # noqa: E402
     LesionPatchDataset,
     collate_detection,
 )
-from deeplesion.training.preprocess import preset  # noqa: E402
+from deeplesion.training.presets import preset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -343,8 +343,9 @@ def test_patch_dataset(sample_root):
 
 def test_core_import_does_not_need_torch():
     code = (
-        "import sys, deeplesion, deeplesion.cli, deeplesion.training.preprocess,"
-        " deeplesion.training.coco;"
+        "import sys, deeplesion, deeplesion.cli, deeplesion.training.settings,"
+        " deeplesion.training.presets, deeplesion.training.imageops,"
+        " deeplesion.training.transform, deeplesion.training.pipeline, deeplesion.training.coco;"
         "print('torch' in sys.modules)"
     )
     out = subprocess.run(
@@ -578,7 +579,7 @@ def test_overfits_the_real_liver_key_slices(liver_root, tmp_path):
     [("true", True), ("Yes", True), ("1", True), ("FALSE", False), ("no", False), ("0", False)],
 )
 def test_boolean_overrides_parse_by_field_type(text, expected):
-    from deeplesion.training.preprocess import parse_override
+    from deeplesion.training.settings import parse_override
 
     assert parse_override(f"body_crop={text}") == ("body_crop", expected)
     assert preset("3dce", body_crop=text).body_crop is expected  # library path, same rules
@@ -602,7 +603,7 @@ def test_boolean_overrides_parse_by_field_type(text, expected):
     ],
 )
 def test_wrong_override_values_raise_naming_field_and_value(key, value, sample_root):
-    from deeplesion.training.preprocess import PreprocessError, parse_override
+    from deeplesion.training.settings import PreprocessError, parse_override
 
     for call in (
         lambda: preset("mulan", **{key: value}),
@@ -615,7 +616,7 @@ def test_wrong_override_values_raise_naming_field_and_value(key, value, sample_r
 
 
 def test_override_values_are_converted():
-    from deeplesion.training.preprocess import parse_override
+    from deeplesion.training.settings import parse_override
 
     assert parse_override("window_hu=-1024,3071") == ("window_hu", (-1024.0, 3071.0))
     assert parse_override("max_size_px=none") == ("max_size_px", None)
@@ -721,7 +722,7 @@ def test_empty_split_errors_name_the_file_and_its_splits(sample_root, tmp_path):
 
 
 def test_help_lists_every_preset():
-    from deeplesion.training.preprocess import PRESETS
+    from deeplesion.training.presets import PREPROCESSING_PRESETS as PRESETS
 
     text = _invoke(["train-detector", "--help"]).output
     assert set(PRESETS) >= {"lesanet", "a3d"}

@@ -22,7 +22,7 @@ from rich.progress import (
 
 from deeplesion.cli import main
 from deeplesion.cli._common import console, err_console, fail_cleanly, find_csv, load_table
-from deeplesion.training.preprocess import PRESETS
+from deeplesion.training.presets import PREPROCESSING_PRESETS
 
 _SPLITS = click.Choice(["train", "val", "test", "all"])
 _POSITIVE = click.IntRange(min=1)
@@ -112,7 +112,7 @@ def export_coco_cmd(csv_path: Path, split: str, out: Path, include_noisy: bool) 
 )
 @click.option(
     "--preset",
-    type=click.Choice(list(PRESETS), case_sensitive=False),
+    type=click.Choice(list(PREPROCESSING_PRESETS), case_sensitive=False),
     default="mulan",
     show_default=True,
     help="Preprocessing preset.",
@@ -216,8 +216,8 @@ def train_detector_cmd(
         saved_run,
         train_detector,
     )
-    from deeplesion.training.preprocess import PreprocessError, parse_override
-    from deeplesion.training.preprocess import preset as get_preset
+    from deeplesion.training.presets import preset as get_preset
+    from deeplesion.training.settings import PreprocessError, parse_override
 
     ctx = click.get_current_context()
     with fail_cleanly():

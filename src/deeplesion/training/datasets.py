@@ -28,14 +28,10 @@ from torch.utils.data import Dataset
 from deeplesion.data.annotations import Lesion, LesionTable, load_lesions
 from deeplesion.data.sources import PngSource, SliceSource
 from deeplesion.errors import DeepLesionError
-from deeplesion.training.preprocess import (
-    PreparedSlice,
-    Preprocessing,
-    prepare_lesion_image,
-    preset,
-    recist_mask,
-    resize_bilinear,
-)
+from deeplesion.training.imageops import recist_mask, resize_bilinear
+from deeplesion.training.pipeline import PreparedSlice, prepare_lesion_image
+from deeplesion.training.presets import preset
+from deeplesion.training.settings import Preprocessing
 
 #: Label of every lesion box (0 is the background class in torchvision detectors).
 LESION_LABEL = 1
@@ -129,9 +125,10 @@ class KeySliceDetectionDataset(_Base):
     """Key slices with their lesions, for detection.
 
     ``preset``: a :class:`Preprocessing` or preset name (see
-    ``deeplesion.training.preprocess.PRESETS``); ``overrides`` replaces any of its fields (values
-    checked against the field types). The preset's augmentation is applied only with
-    ``train=True``. ``masks=True`` adds the weak RECIST masks (n, H, W) to the target.
+    ``deeplesion.training.presets.PREPROCESSING_PRESETS``); ``overrides`` replaces any of
+    its fields (values checked against the field types). The preset's augmentation is
+    applied only with ``train=True``. ``masks=True`` adds the weak RECIST masks (n, H, W)
+    to the target.
     ``cache=True`` keeps un-augmented samples in memory (per worker) after the first read.
     Noisy lesions are left out unless ``include_noisy``.
     """

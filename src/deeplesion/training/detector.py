@@ -32,14 +32,14 @@ from deeplesion.data.annotations import Lesion, LesionTable
 from deeplesion.data.io import atomic_path, write_text_atomic
 from deeplesion.errors import DeepLesionError
 from deeplesion.training.datasets import KeySliceDetectionDataset, collate_detection
-from deeplesion.training.preprocess import (
+from deeplesion.training.presets import preset as get_preset
+from deeplesion.training.settings import (
     PreprocessError,
     Preprocessing,
     coerce_override,
     describe,
     from_description,
 )
-from deeplesion.training.preprocess import preset as get_preset
 
 ARCHS = ("fasterrcnn_resnet50_fpn_v2", "tiny")
 #: MULAN's anchor sizes (px); one per FPN level for the ResNet-50 FPN backbone.
