@@ -21,6 +21,8 @@ holds that label again.
 
 DeepLesion annotates a subset of the lesions in each study (those the radiologist
 measured), so all of this describes relations between *annotated* lesions.
+
+(About 450 lines: the statistics and the tables and heat map that show them stay together.)
 """
 
 from __future__ import annotations

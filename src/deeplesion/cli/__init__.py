@@ -16,6 +16,7 @@ def main() -> None:
 # Command modules register themselves on ``main`` when imported.
 from deeplesion.cli import (  # noqa: E402,F401
     analysis,
+    classify,
     core,
     download,
     evaluate,
