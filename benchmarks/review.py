@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from deeplesion.data.annotations import load_lesions
 from deeplesion.data.paths import key_slice_path
-from deeplesion.review.render import render_key_slices
+from deeplesion.review.batch import render_key_slices
 
 REAL = Path(
     os.environ.get(

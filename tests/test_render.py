@@ -10,6 +10,7 @@ from PIL import Image
 
 from deeplesion.data.annotations import load_lesions
 from deeplesion.data.paths import key_slice_path
+from deeplesion.review.batch import render_key_slices
 from deeplesion.review.crops import _crop_resize, annotated_crop, shift_lesion
 from deeplesion.review.render import (
     BOX_RGB,
@@ -17,7 +18,6 @@ from deeplesion.review.render import (
     SHORT_AXIS_RGB,
     RenderError,
     render_key_slice,
-    render_key_slices,
 )
 
 LIVER_CSV = "NNProject_liver_image_dataset_info.csv"

@@ -360,12 +360,12 @@ def test_cli_even_context_is_rejected_before_any_work(sample_root, tmp_path, com
 
 
 def test_cli_render_help_lists_every_window_preset():
-    from deeplesion.data.windowing import PRESETS
+    from deeplesion.data.windowing import WINDOW_PRESETS
 
     r = CliRunner().invoke(main, ["render", "--help"], terminal_width=200, max_content_width=200)
     assert r.exit_code == 0, r.output
     words = set(re.findall(r"[\w-]+", r.output))
-    assert {"dicom", *PRESETS} <= words
+    assert {"dicom", *WINDOW_PRESETS} <= words
 
 
 def test_cli_render_counts_key_slices_and_crops_and_hints_overwrite(sample_root, tmp_path):

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from deeplesion.data.slices import hu_to_png, png_to_hu, read_hu, write_hu_png
-from deeplesion.data.windowing import PRESETS, Window, apply_window, parse_window
+from deeplesion.data.windowing import WINDOW_PRESETS, Window, apply_window, parse_window
 from deeplesion.errors import ImageReadError
 
 
@@ -90,9 +90,9 @@ def test_presets_from_width_and_level():
         "liver": (150, 30),
         "bone": (1800, 400),
     }.items():
-        assert PRESETS[name] == Window(level - width / 2, level + width / 2)
+        assert WINDOW_PRESETS[name] == Window(level - width / 2, level + width / 2)
     assert parse_window("full") == Window(-1024, 3071)
-    assert parse_window("soft tissue") == PRESETS["soft-tissue"]
+    assert parse_window("soft tissue") == WINDOW_PRESETS["soft-tissue"]
     assert parse_window("-100,200") == Window(-100, 200)
     with pytest.raises(ValueError, match="unknown window"):
         parse_window("brain-ish")

@@ -33,9 +33,9 @@ from deeplesion.evaluation.synthetic import noisy_predictions
 from deeplesion.fetch.completeness import completeness
 from deeplesion.fetch.download import ManifestEntry, md5_of, verify
 from deeplesion.fetch.extract import extract_all, find_archives
+from deeplesion.review.batch import render_key_slices
 from deeplesion.review.bodymap import write_body_map
 from deeplesion.review.gallery import write_gallery
-from deeplesion.review.render import render_key_slices
 from deeplesion.review.report import write_report
 from deeplesion.training.coco import write_coco
 
@@ -106,7 +106,8 @@ def extract_step(root: Path, csv_path: Path, out_dir: Path, *, n_series: int = 4
 def nifti_step(root: Path, csv_path: Path, out_dir: Path) -> list[Path]:
     """Demo step: the dataset's volumes (project layout), manifest and problem report."""
     report = export_nifti(root, out_dir, csv_path=csv_path)
-    return report.paths + [report.manifest_path, report.problems_path]
+    written = [report.manifest_path, report.problems_path]
+    return report.paths + [p for p in written if p is not None]
 
 
 def evaluation_step(root: Path, csv_path: Path, out_dir: Path) -> list[Path]:

@@ -38,6 +38,14 @@ class CellError(DeepLesionError, ValueError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class InvalidArgumentError(DeepLesionError, ValueError):
+    """An argument outside the values a function accepts; the message names the allowed ones."""
+
+
+class InvalidTypeError(DeepLesionError, TypeError):
+    """An argument of a type a function cannot use (e.g. a float image where uint8 is needed)."""
+
+
 class AnnotationError(CellError):
     """A DL_info.csv cell or row that cannot be used."""
 

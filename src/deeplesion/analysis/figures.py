@@ -118,9 +118,9 @@ def track_style(position: int) -> tuple[tuple[float, float, float], str]:
     """
     import matplotlib
 
-    colours = matplotlib.colormaps["tab20"].colors
     order = list(range(0, 20, 2)) + list(range(1, 20, 2))
-    return colours[order[position % 20]], _MARKERS[(position // 10) % len(_MARKERS)]
+    r, g, b, _ = matplotlib.colormaps["tab20"](order[position % 20])  # an int picks colour i
+    return (r, g, b), _MARKERS[(position // 10) % len(_MARKERS)]
 
 
 def _study_tick_labels(studies: Sequence[int], ages: dict[int, float | None]) -> list[str]:
@@ -303,8 +303,8 @@ def write_growth(
             out.written.append(
                 plot_patient(ts, out_dir / f"patient_{patient}.png", responses[patient])
             )
-            for t in ts if root is not None else ():
-                if len(t.observations) > 1:
+            for t in ts:
+                if root is not None and len(t.observations) > 1:
                     strip = track_strip(
                         root, t, out_dir / "strips" / f"patient_{patient}_track_{t.track_id}.png"
                     )

@@ -46,6 +46,7 @@ import numpy as np
 
 from deeplesion.data.annotations import Lesion
 from deeplesion.data.measurement import measure
+from deeplesion.errors import InvalidArgumentError
 
 # --------------------------------------------------------------------------- assignment
 
@@ -58,11 +59,11 @@ def assign(cost: Sequence[Sequence[float]] | np.ndarray) -> list[tuple[int, int]
     """
     c = np.asarray(cost, dtype=np.float64)
     if c.ndim != 2:
-        raise ValueError(f"cost must be 2-D, got shape {c.shape}")
+        raise InvalidArgumentError(f"cost must be 2-D, got shape {c.shape}")
     if c.size == 0:
         return []
     if not np.isfinite(c).all():
-        raise ValueError("cost entries must be finite")
+        raise InvalidArgumentError("cost entries must be finite")
     transposed = c.shape[0] > c.shape[1]
     if transposed:
         c = c.T
@@ -232,7 +233,9 @@ def link_patient(lesions: Iterable[Lesion], rule: MatchRule = MatchRule()) -> li
         return []
     patients = {l.patient_index for l in lesions}
     if len(patients) != 1:
-        raise ValueError(f"link_patient needs one patient's lesions, got {sorted(patients)}")
+        raise InvalidArgumentError(
+            f"link_patient needs one patient's lesions, got {sorted(patients)}"
+        )
     patient = lesions[0].patient_index
     studies = sorted({l.study_index for l in lesions})
     order = {s: i for i, s in enumerate(studies)}
@@ -378,9 +381,9 @@ def recist_responses(
     counts new lesions but classifies by the sums of long diameters only.
     """
     if missing not in ("carry", "ne"):
-        raise ValueError(f"missing must be 'carry' or 'ne', got {missing!r}")
+        raise InvalidArgumentError(f"missing must be 'carry' or 'ne', got {missing!r}")
     if new_lesions not in ("pd", "ignore"):
-        raise ValueError(f"new_lesions must be 'pd' or 'ignore', got {new_lesions!r}")
+        raise InvalidArgumentError(f"new_lesions must be 'pd' or 'ignore', got {new_lesions!r}")
     if not tracks:
         return []
     studies = sorted({o.study_index for t in tracks for o in t.observations})

@@ -26,7 +26,7 @@ import numpy as np
 
 from deeplesion.data.annotations import Lesion
 from deeplesion.data.measurement import measure
-from deeplesion.errors import DeepLesionError, ImageReadError
+from deeplesion.errors import DeepLesionError, ImageReadError, InvalidArgumentError
 
 DEFAULT_WEIGHTS = {"location": 1.0, "size": 1.0, "type": 1.0, "tags": 1.0, "image": 1.0}
 TYPE_CODES = tuple(range(1, 9))
@@ -146,7 +146,7 @@ class LesionIndex:
         w.update(weights or {})
         unknown = set(w) - set(DEFAULT_WEIGHTS)
         if unknown:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"unknown feature blocks {sorted(unknown)}; allowed: {sorted(DEFAULT_WEIGHTS)}"
             )
         raw = location_size_features(lesions)
@@ -165,7 +165,7 @@ class LesionIndex:
             blocks[name] = slice(start, start + block.shape[1])
             start += block.shape[1]
         if not parts:
-            raise ValueError("no feature block left: give at least one non-zero weight")
+            raise InvalidArgumentError("no feature block left: give at least one non-zero weight")
         vectors = np.concatenate(parts, axis=1)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
@@ -190,7 +190,7 @@ class LesionIndex:
 
     def search(
         self,
-        query_positions: Sequence[int],
+        query_positions: Sequence[int] | np.ndarray,
         k: int = 10,
         *,
         same_patient: bool = False,
@@ -243,7 +243,7 @@ def precision_at_k(
     """
     q = np.arange(len(index.lesions)) if queries is None else np.asarray(queries)
     if len(q) == 0:
-        raise ValueError("no queries")
+        raise InvalidArgumentError("no queries")
     found = index.search(q, k, same_patient=same_patient)
     scores = []
     for qi, row in zip(q, found):

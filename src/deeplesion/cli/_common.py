@@ -40,9 +40,9 @@ def progress_bar(description: str, total: int | None) -> Iterator:
         task = progress.add_task(description, total=total)
 
         def update(completed: int, total: int | None = None) -> None:
-            progress.update(
-                task, completed=completed, **({"total": total} if total is not None else {})
-            )
+            if total is not None:
+                progress.update(task, total=total)
+            progress.update(task, completed=completed)
 
         yield update
 

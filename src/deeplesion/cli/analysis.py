@@ -8,7 +8,6 @@ import click
 from rich.table import Table
 
 from deeplesion.analysis.growth import MatchRule
-from deeplesion.cli import main
 from deeplesion.cli._common import (
     console,
     err_console,
@@ -66,7 +65,7 @@ def _warn_missing(missing: int, tiles: int, root: Path | None) -> None:
         )
 
 
-@main.command()
+@click.command()
 @click.argument("csv_path", metavar="CSV", type=_CSV)
 @click.option("--patient", type=int, multiple=True, help="Only these patients (repeatable).")
 @click.option(
@@ -187,7 +186,7 @@ def growth(
         _warn_missing(output.missing_tiles, output.strip_tiles, root)
 
 
-@main.command()
+@click.command()
 @click.argument("csv_path", metavar="CSV", type=_CSV)
 @click.option(
     "--tag",
@@ -258,7 +257,7 @@ def _find_lesion(lesions: list[Lesion], name: str, which: int) -> Lesion:
     return matches[which - 1]
 
 
-@main.command()
+@click.command()
 @click.argument("csv_path", metavar="CSV", type=_CSV)
 @click.argument("file_name")
 @click.option("--k", default=10, show_default=True, help="Number of similar lesions.")
@@ -368,14 +367,14 @@ def similar(
             ", ".join(f"{v:.2f}" for v in l.location_norm),
         )
     console.print(t)
-    if out_png is not None:
+    if out_png is not None and root is not None:
         with fail_cleanly():
             strip = similar_strip(root, query, found, out_png)
         console.print(f"wrote {out_png}")
         _warn_missing(strip.missing, strip.tiles, root)
 
 
-@main.command()
+@click.command()
 @click.argument("csv_path", metavar="CSV", type=_CSV)
 @click.argument("file_names", nargs=-1)
 @click.option(

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from deeplesion.cli import main
 from deeplesion.cli._common import console, err_console, fail_cleanly, find_csv
 from deeplesion.cli.train import _bar, _check_device, _need_torch, _split
 from deeplesion.training.presets import PREPROCESSING_PRESETS
@@ -32,7 +31,7 @@ def _tag_targets(csv_path: Path, lesanet: Path | None, override: bool):
     return TagTargets.from_lesanet(load_text_mined(folder / "text_mined_labels_171_and_split.json"))
 
 
-@main.command("train-classifier")
+@click.command("train-classifier")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--out",
@@ -212,7 +211,7 @@ def _saved_target(out_dir: Path) -> str | None:
     return None if saved is None else saved.target
 
 
-@main.command("classify")
+@click.command("classify")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from deeplesion.cli import main
 from deeplesion.cli._common import (
     console,
     fail_cleanly,
@@ -23,7 +22,7 @@ from deeplesion.data.validation import validate as validate_csv
 from deeplesion.fetch.completeness import completeness
 
 
-@main.command()
+@click.command()
 @click.argument("root_or_csv", type=click.Path(exists=True, path_type=Path))
 def info(root_or_csv: Path) -> None:
     """Describe a DL_info.csv, or a dataset root (folder with Images_png/ and DL_info.csv)."""
@@ -77,7 +76,7 @@ def info(root_or_csv: Path) -> None:
                 )
 
 
-@main.command()
+@click.command()
 @click.argument(
     "csv_path", metavar="CSV", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
@@ -102,7 +101,7 @@ def validate(csv_path: Path, images_root: Path | None, max_shown: int, strict: b
         raise SystemExit(1)
 
 
-@main.command()
+@click.command()
 @click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stats(csv_path: Path, as_json: bool) -> None:

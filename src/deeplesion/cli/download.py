@@ -18,7 +18,6 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from deeplesion.cli import main
 from deeplesion.cli._common import console, err_console, fail_cleanly, print_problems
 from deeplesion.fetch.download import (
     PART_SUFFIX,
@@ -118,7 +117,7 @@ class _DownloadBars:
                 self.progress.console.print(f"[red]failed[/red] {name}: {escape(event.message)}")
 
 
-@main.command()
+@click.command()
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @_MANIFEST
 @_ONLY
@@ -203,7 +202,7 @@ def download(
         )
 
 
-@main.command()
+@click.command()
 @click.argument("dest", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_MANIFEST
 @_ONLY
@@ -249,7 +248,7 @@ def verify(dest: Path, manifest: Path | None, only: str | None) -> None:
         raise SystemExit(1)
 
 
-@main.command()
+@click.command()
 @click.argument("dest", type=click.Path(exists=True, path_type=Path))
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--max-shown", default=50, show_default=True, help="Problems to print.")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
-from deeplesion.cli import main
+if TYPE_CHECKING:
+    import numpy as np
+
 from deeplesion.cli._common import console, err_console, fail_cleanly, load_table
 from deeplesion.evaluation import froc as froc_mod
 from deeplesion.evaluation.froc import (
@@ -37,7 +40,7 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-@main.group()
+@click.group()
 def evaluate() -> None:
     """Evaluate predictions exactly as the published DeepLesion numbers were computed."""
 
@@ -249,7 +252,7 @@ def tagging(
         labels = hand_labelled(hand_path, test.terms) if hand_path else test
         idxs, values = read_tag_scores(scores, labels.terms)
         test_scores = align_scores(labels, idxs, values, str(scores))
-        thresholds: object = threshold
+        thresholds: float | np.ndarray = threshold
         if val_scores is not None:
             val = lesanet_labels(labels_path, "val")
             v_idxs, v_values = read_tag_scores(val_scores, val.terms)

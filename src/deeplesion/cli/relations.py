@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from deeplesion.cli import main
 from deeplesion.cli._common import console, err_console, fail_cleanly, load_table
 
 
@@ -18,7 +17,7 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "inf" if value == float("inf") else f"{value:.{digits}f}"
 
 
-@main.command("relations")
+@click.command("relations")
 @click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--by",

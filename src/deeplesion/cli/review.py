@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from deeplesion.cli import main
 from deeplesion.cli._common import (
     console,
     err_console,
@@ -16,7 +15,7 @@ from deeplesion.cli._common import (
     progress_bar,
 )
 from deeplesion.data.annotations import LESION_TYPES, TYPE_CODES, LesionTable, split_code
-from deeplesion.data.windowing import PRESETS, parse_window
+from deeplesion.data.windowing import WINDOW_PRESETS, parse_window
 
 _SPLIT = click.option(
     "--split",
@@ -103,7 +102,7 @@ def _load(root_or_csv: Path, csv_path: Path | None) -> LesionTable:
     return table
 
 
-@main.command()
+@click.command()
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--out",
@@ -116,7 +115,7 @@ def _load(root_or_csv: Path, csv_path: Path | None) -> LesionTable:
     "--window",
     default="dicom",
     show_default=True,
-    help=f"dicom (the row's DICOM_windows), {', '.join(PRESETS)}, or MIN,MAX HU.",
+    help=f"dicom (the row's DICOM_windows), {', '.join(WINDOW_PRESETS)}, or MIN,MAX HU.",
 )
 @_SPLIT
 @_TYPE
@@ -161,7 +160,8 @@ def render(
     named by File_name (ROOT/Images_png/<File_name> or ROOT/<File_name>). Existing PNGs
     are kept, so an interrupted run resumes.
     """
-    from deeplesion.review.render import DrawStyle, group_by_key_slice, render_key_slices
+    from deeplesion.review.batch import group_by_key_slice, render_key_slices
+    from deeplesion.review.render import DrawStyle
 
     with fail_cleanly():
         table = _filter(_load(root, csv_path), splits, types, files)
@@ -195,7 +195,7 @@ def render(
         raise SystemExit(1)
 
 
-@main.command()
+@click.command()
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--out", "out_path", required=True, type=click.Path(path_type=Path), help="Output PNG."
@@ -257,7 +257,7 @@ def gallery(
     console.print(f"{len(entries)} lesions -> {out_path}")
 
 
-@main.command()
+@click.command()
 @click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--out",
@@ -319,7 +319,7 @@ def bodymap(
     console.print(f"{shown} lesions plotted -> {out_path}")
 
 
-@main.command()
+@click.command()
 @click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--root",

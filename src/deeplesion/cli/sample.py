@@ -7,13 +7,12 @@ from pathlib import Path
 
 import click
 
-from deeplesion.cli import main
 from deeplesion.cli._common import console, fail_cleanly, progress_bar
 from deeplesion.data.sample import write_sample
 from deeplesion.demo import run_demo
 
 
-@main.command()
+@click.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=0, show_default=True, help="Same seed, same bytes.")
 def sample(out: Path, seed: int) -> None:
@@ -23,7 +22,7 @@ def sample(out: Path, seed: int) -> None:
     console.print(f"synthetic sample written to {out} (DL_info.csv, Images_png/)")
 
 
-@main.command()
+@click.command()
 @click.option(
     "--out",
     "out_dir",

@@ -6,6 +6,7 @@ torch is imported only inside the training commands (the ``[torch]`` extra).
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from deeplesion.cli import main
 from deeplesion.cli._common import console, err_console, fail_cleanly, find_csv, load_table
 from deeplesion.training.presets import PREPROCESSING_PRESETS
 
@@ -63,15 +63,15 @@ def _annotations(root: Path, annotations: Path | None) -> Path:
 
 def _need_torch() -> None:
     try:
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
+        for module in ("torch", "torchvision"):
+            importlib.import_module(module)
     except ImportError as exc:
         raise click.ClickException(
             f"this command needs PyTorch: pip install 'deeplesion[torch]' ({exc})"
         ) from exc
 
 
-@main.command("export-coco")
+@click.command("export-coco")
 @click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
 @click.option("--split", type=_SPLITS, default="all", show_default=True)
 @click.option(
@@ -95,7 +95,7 @@ def export_coco_cmd(csv_path: Path, split: str, out: Path, include_noisy: bool) 
     console.print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} lesions")
 
 
-@main.command("train-detector")
+@click.command("train-detector")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--out",
@@ -257,6 +257,7 @@ def train_detector_cmd(
             checkpoint_every=checkpoint_every,
         )
         saved = saved_run(out_dir)
+        run_config: TrainConfig | None = config
         if saved is not None:
             given = [
                 field
@@ -265,7 +266,7 @@ def train_detector_cmd(
             ]
             err_console.print(f"resuming from {out_dir / 'last.pt'} with its settings")
             _warn_ignored(out_dir, resume_differences(*saved, config, given))
-            config = TrainConfig(epochs=epochs) if epochs is not None else None
+            run_config = TrainConfig(epochs=epochs) if epochs is not None else None
         with _bar("training") as update:
 
             def progress(done: int, total: int, info: dict) -> None:
@@ -278,7 +279,11 @@ def train_detector_cmd(
                     )
 
             result = train_detector(
-                root, out_dir, config, lesions=_annotations(root, annotations), progress=progress
+                root,
+                out_dir,
+                run_config,
+                lesions=_annotations(root, annotations),
+                progress=progress,
             )
     console.print(f"done: {len(result.history)} epochs; best checkpoint {result.best_checkpoint}")
 
@@ -354,7 +359,7 @@ def _bar(description: str) -> Iterator:
         yield update
 
 
-@main.command("detect")
+@click.command("detect")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)

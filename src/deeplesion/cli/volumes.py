@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from deeplesion.cli import main
 from deeplesion.cli._common import console, err_console, fail_cleanly, progress_bar
 from deeplesion.convert.nifti import (
     BACKENDS,
@@ -25,14 +24,14 @@ def _spacing(value: str | None) -> tuple[float, float, float] | None:
     if value is None:
         return None
     try:
-        parts = tuple(float(v) for v in value.replace(" ", "").split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3 or not all(p > 0 for p in parts):
+        x_mm, y_mm, z_mm = (float(v) for v in value.replace(" ", "").split(","))
+    except ValueError:  # not a number, or not three of them
+        x_mm = y_mm = z_mm = 0.0
+    if not (x_mm > 0 and y_mm > 0 and z_mm > 0):
         raise click.BadParameter(
             f"{value!r}: expected X,Y,Z in mm, all > 0, e.g. 0.8,0.8,5", param_hint="--spacing"
         )
-    return parts  # type: ignore[return-value]
+    return x_mm, y_mm, z_mm
 
 
 _ROOT = click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -49,7 +48,7 @@ _SPACING = click.option(
 )
 
 
-@main.command()
+@click.command()
 @_ROOT
 @_CSV
 @_SPACING
@@ -91,7 +90,7 @@ def volumes(
             err_console.print(str(problem), markup=False)
 
 
-@main.command()
+@click.command()
 @_ROOT
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @_CSV

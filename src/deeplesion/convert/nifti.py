@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import importlib
 import io
 import itertools
 import re
@@ -130,9 +131,7 @@ class Compression:
     level: int = 1
 
     def compressobj(self):
-        module = zlib
-        if self.backend == "isal":
-            from isal import isal_zlib as module  # type: ignore[no-redef]
+        module = importlib.import_module("isal.isal_zlib") if self.backend == "isal" else zlib
         return module.compressobj(self.level, module.DEFLATED, 31)  # 31: gzip, mtime 0
 
 
@@ -143,8 +142,7 @@ def resolve_compression(backend: str = "auto", level: int | None = None) -> Comp
         raise NiftiExportError(f"unknown compression {backend!r}; allowed: {', '.join(BACKENDS)}")
     if backend in ("auto", "isal"):
         try:
-            import isal.isal_zlib  # noqa: F401
-
+            importlib.import_module("isal.isal_zlib")
             backend = "isal"
         except ImportError:
             if backend == "isal":
@@ -203,14 +201,21 @@ class _SliceFailure(Exception):
         self.slice_number, self.reason = slice_number, reason
 
 
-def _record(sub: SubVolume, shape, layout: str, size: int, sha: str) -> VolumeRecord:
+def _record(
+    sub: SubVolume,
+    shape: tuple[int, int, int],
+    spacing_mm: tuple[float, float, float],
+    layout: str,
+    size: int,
+    sha: str,
+) -> VolumeRecord:
     return VolumeRecord(
         volume_file_name(sub),
         sub.folder,
         sub.first_slice,
         sub.last_slice,
-        tuple(int(v) for v in shape),
-        sub.spacing_mm,
+        shape,
+        spacing_mm,
         layout,
         sub.key_slices,
         size,
@@ -265,7 +270,8 @@ def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compressi
                     raw = decoded.result()
                     if buf is None:
                         buf = np.empty(raw.shape, dtype="<u2")
-                        shape = volume_shape(*raw.shape, sub.n_slices, layout)
+                        rows, cols = raw.shape
+                        shape = volume_shape(rows, cols, sub.n_slices, layout)
                         hdr = nifti_header(shape, sub.spacing_mm, layout, sub.first_slice, sub.name)
                         emit(comp.compress(hdr.binaryblock + b"\0\0\0\0"))
                     elif raw.shape != buf.shape:
@@ -279,7 +285,9 @@ def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compressi
                 # NIfTI stores the first axis fastest: project = the slice's rows as they are
                 emit(comp.compress(buf if layout == "project" else np.ascontiguousarray(buf.T)))
         emit(comp.flush())
-    return _record(sub, shape, layout, size, digest.hexdigest())
+        if shape is None:
+            raise NiftiExportError(f"{sub.name}: no slices to write")
+    return _record(sub, shape, sub.spacing_mm, layout, size, digest.hexdigest())
 
 
 def _prefetch(pool: ThreadPoolExecutor, fn, items) -> Iterator[Future]:
@@ -326,6 +334,7 @@ def check_volume(
         return None
     if len(shape) != 3 or shape[2] != sub.n_slices:
         return None
+    nx, ny, nz = (int(v) for v in shape)
     expected = nifti_header(shape, sub.spacing_mm, layout, sub.first_slice, sub.name)
     if block[:348] != expected.binaryblock:
         return None
@@ -334,7 +343,7 @@ def check_volume(
     sha, size = _sha256(path)
     if expected_sha256 is not None and sha != expected_sha256:
         return None
-    return _record(sub, shape, layout, size, sha)
+    return _record(sub, (nx, ny, nz), sub.spacing_mm, layout, size, sha)
 
 
 # --------------------------------------------------------------------------- tasks

@@ -1,8 +1,7 @@
-"""DL_info.csv: typed lesion records.
+"""DL_info.csv: reading it into typed lesion records (:mod:`.lesion`), and writing it.
 
-Coordinates in a :class:`Lesion` stay in the DL_info convention: 1-based pixel
-coordinates (suffix ``_px1``); x is the column, y the row. Convert to 0-based array
-indices only through :func:`px1_to_index`.
+The record, its constants and the 1-based pixel convention live in :mod:`.lesion`; they
+are imported here too, since every reader of the file needs them.
 """
 
 from __future__ import annotations
@@ -11,15 +10,53 @@ import csv
 import hashlib
 import io
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from deeplesion.data.paths import parse_file_name, series_folder, slice_file
+from deeplesion.data.checks import Problem, check_lesion
+from deeplesion.data.lesion import (
+    BOX_PADDING_PX,
+    LESION_TYPES,
+    SPLIT_CODES,
+    SPLITS,
+    TYPE_CODES,
+    Lesion,
+    RecistPx1,
+    index_to_px1,
+    px1_to_index,
+    split_code,
+)
+from deeplesion.data.paths import parse_file_name
 from deeplesion.errors import AnnotationError
+
+__all__ = [
+    "BOX_PADDING_PX",
+    "COLUMNS",
+    "LESION_TYPES",
+    "OFFICIAL_BLOB_ID",
+    "OFFICIAL_ROWS",
+    "SPLITS",
+    "SPLIT_CODES",
+    "TYPE_CODES",
+    "Lesion",
+    "LesionTable",
+    "RecistPx1",
+    "git_blob_id",
+    "index_to_px1",
+    "is_official",
+    "iter_rows",
+    "lesions_frame",
+    "load_lesions",
+    "parse_row",
+    "px1_to_index",
+    "split_code",
+    "write_dl_info",
+]
 
 #: SHA-1 git blob id (``git hash-object``) of the official DL_info.csv.
 OFFICIAL_BLOB_ID = "f954fe34176b3443f0d89b21e21367754637aa43"
@@ -45,111 +82,6 @@ COLUMNS = (
     "Patient_age",
     "Train_Val_Test",
 )
-
-#: Coarse_lesion_type codes; -1 = not labelled (every train row).
-LESION_TYPES = {
-    -1: "unlabelled",
-    1: "bone",
-    2: "abdomen",
-    3: "mediastinum",
-    4: "liver",
-    5: "lung",
-    6: "kidney",
-    7: "soft tissue",
-    8: "pelvis",
-}
-SPLITS = {1: "train", 2: "val", 3: "test"}
-SPLIT_CODES = {name: code for code, name in SPLITS.items()}
-TYPE_CODES = {name: code for code, name in LESION_TYPES.items()}
-
-#: The official box is the extent of the RECIST end points padded by this many pixels.
-BOX_PADDING_PX = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Lesion:
-    """One DL_info.csv row. Pixel coordinates are 1-based (DL_info convention)."""
-
-    row_index: int  #: 0-based data row in the source file (LesaNet's lesion index)
-    file_name: str
-    patient_index: int
-    study_index: int
-    series_id: int
-    key_slice_index: int
-    recist_px1: tuple[float, float, float, float, float, float, float, float]
-    box_px1: tuple[float, float, float, float]  #: x1, y1, x2, y2
-    diameters_px: tuple[float, float]  #: long, short (pixels)
-    location_norm: tuple[float, float, float]  #: x, y, z in [0, 1]
-    coarse_type: int
-    possibly_noisy: bool
-    slice_range: tuple[int, int]  #: first, last slice number provided
-    spacing_mm: tuple[float, float, float]  #: x, y, z (z = slice interval)
-    image_size: tuple[int, int]  #: rows, cols
-    dicom_window_hu: tuple[float, float]  #: min, max
-    sex: str
-    age_years: float | None
-    split_code: int
-
-    @property
-    def series_folder(self) -> str:
-        return series_folder(self.patient_index, self.study_index, self.series_id)
-
-    @property
-    def png_relpath(self) -> str:
-        return f"Images_png/{self.series_folder}/{slice_file(self.key_slice_index)}"
-
-    @property
-    def split(self) -> str:
-        return SPLITS[self.split_code]
-
-    @property
-    def type_name(self) -> str:
-        return LESION_TYPES[self.coarse_type]
-
-    @property
-    def long_axis_px1(self) -> tuple[float, float, float, float]:
-        return self.recist_px1[:4]  # type: ignore[return-value]
-
-    @property
-    def short_axis_px1(self) -> tuple[float, float, float, float]:
-        return self.recist_px1[4:]  # type: ignore[return-value]
-
-    @property
-    def long_diameter_mm(self) -> float:
-        return self.diameters_px[0] * self.spacing_mm[0]
-
-    @property
-    def short_diameter_mm(self) -> float:
-        return self.diameters_px[1] * self.spacing_mm[0]
-
-    @property
-    def slice_interval_mm(self) -> float:
-        return self.spacing_mm[2]
-
-    @property
-    def key_slice_position(self) -> int:
-        """0-based position of the key slice inside ``slice_range``."""
-        return self.key_slice_index - self.slice_range[0]
-
-    @property
-    def center_px1(self) -> tuple[float, float]:
-        """Centre of the box, 1-based pixels."""
-        x1, y1, x2, y2 = self.box_px1
-        return (x1 + x2) / 2, (y1 + y2) / 2
-
-
-def px1_to_index(xy_px1: Iterable[float]) -> np.ndarray:
-    """DL_info 1-based pixel coordinates -> 0-based array coordinates (subtract 1).
-
-    The result is still (x, y) ordered: x indexes columns, y rows.
-    """
-    return np.asarray(list(xy_px1), dtype=np.float64) - 1.0
-
-
-def index_to_px1(xy_index: Iterable[float]) -> np.ndarray:
-    """0-based array coordinates -> DL_info 1-based pixel coordinates (add 1)."""
-    return np.asarray(list(xy_index), dtype=np.float64) + 1.0
-
 
 # --------------------------------------------------------------------------- parsing
 
@@ -188,7 +120,7 @@ def _integer(cells: dict[str, str], column: str, allowed=None, hint: str = "") -
     return value
 
 
-def parse_row(cells: dict[str, str], row_index: int, *, file: str = "") -> Lesion:
+def parse_row(cells: Mapping[str, str | None], row_index: int, *, file: str = "") -> Lesion:
     """Parse one CSV row (column name -> text) into a :class:`Lesion`.
 
     Raises :class:`AnnotationError` naming file, line, column and value.
@@ -201,9 +133,10 @@ def parse_row(cells: dict[str, str], row_index: int, *, file: str = "") -> Lesio
         ) from None
 
 
-def _parse_row(cells: dict[str, str], row_index: int) -> Lesion:
+def _parse_row(given: Mapping[str, str | None], row_index: int) -> Lesion:
+    cells = {column: text for column, text in given.items() if text is not None}
     for column in COLUMNS:
-        if cells.get(column) is None:
+        if column not in cells:
             raise _BadCell(column, None, "missing cell")
     file_name = cells["File_name"].strip()
     try:
@@ -253,7 +186,7 @@ def _parse_row(cells: dict[str, str], row_index: int) -> Lesion:
     return lesion
 
 
-def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str]]]:
+def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str | None]]]:
     """Yield (0-based row index, cells) for each data row; checks the header."""
     from deeplesion.data.io import read_text
 
@@ -312,15 +245,6 @@ class LesionTable:
         return lesions_frame(self.lesions)
 
 
-def split_code(split: str | int) -> int:
-    """'train'/'val'/'test' or 1/2/3 -> 1/2/3; ValueError naming allowed values."""
-    if isinstance(split, int) and split in SPLITS:
-        return split
-    if isinstance(split, str) and split in SPLIT_CODES:
-        return SPLIT_CODES[split]
-    raise ValueError(f"unknown split {split!r}; allowed: {sorted(SPLIT_CODES)}")
-
-
 def load_lesions(path: str | Path, *, strict: bool = False) -> LesionTable:
     """Load DL_info.csv (or a split or excerpt of it) into a :class:`LesionTable`.
 
@@ -328,8 +252,6 @@ def load_lesions(path: str | Path, *, strict: bool = False) -> LesionTable:
     ``table.problems``, together with the consistency problems of :func:`validation.check_lesion`.
     Strict: the first fatal problem raises :class:`AnnotationError`.
     """
-    from deeplesion.data.validation import Problem, check_lesion
-
     path = Path(path)
     lesions: list[Lesion] = []
     problems: list[Problem] = []
@@ -364,7 +286,7 @@ _FRAME_COLUMNS = {
 def lesions_frame(lesions: Iterable[Lesion]) -> pd.DataFrame:
     """One row per lesion; vector fields split into named scalar columns, plus derived ones."""
     lesions = list(lesions)
-    data: dict[str, list] = {}
+    data: dict[str, Any] = {}
     for f in fields(Lesion):
         values = [getattr(l, f.name) for l in lesions]
         if f.name in _FRAME_COLUMNS:

@@ -18,6 +18,7 @@ import numpy as np
 
 from deeplesion.data.paths import slice_path
 from deeplesion.data.slices import read_hu
+from deeplesion.errors import InvalidArgumentError
 
 #: One output slice: (slice number, weight) pairs whose weighted sum is the slice.
 Blend = tuple[tuple[int, float], ...]
@@ -26,7 +27,7 @@ Blend = tuple[tuple[int, float], ...]
 def context_offsets_mm(n_slices: int, step_mm: float = 2.0) -> list[float]:
     """Symmetric offsets: ``n_slices=3, step_mm=2`` -> ``[-2.0, 0.0, 2.0]``."""
     if n_slices < 1 or n_slices % 2 == 0:
-        raise ValueError(f"n_slices must be odd and positive, got {n_slices}")
+        raise InvalidArgumentError(f"n_slices must be odd and positive, got {n_slices}")
     half = n_slices // 2
     return [k * step_mm for k in range(-half, half + 1)]
 
@@ -52,7 +53,7 @@ def plan_context(
     every further neighbour (identical whenever ``step_mm / interval_mm`` is an integer).
     """
     if weights not in ("linear", "3dce"):
-        raise ValueError(f"weights must be 'linear' or '3dce', got {weights!r}")
+        raise InvalidArgumentError(f"weights must be 'linear' or '3dce', got {weights!r}")
     if not (interval_mm > 0) or math.isnan(interval_mm):
         return [((key_slice, 1.0),) for _ in offsets_mm]
     unit = min((abs(o) for o in offsets_mm if o != 0), default=0.0) / interval_mm
@@ -105,15 +106,12 @@ def load_context(
         weights=weights,
     )
     cache: dict[int, np.ndarray] = {}
-    out = None
-    for i, blend in enumerate(plan):
-        acc = None
+    blended: list[np.ndarray] = []
+    for blend in plan:
+        acc: np.ndarray = np.zeros((), dtype=np.float32)
         for number, weight in blend:
             if number not in cache:
                 cache[number] = reader(path(number)).astype(np.float32)
-            term = cache[number] * np.float32(weight)
-            acc = term if acc is None else acc + term
-        if out is None:
-            out = np.empty((len(plan),) + acc.shape, dtype=np.float32)
-        out[i] = acc
-    return out
+            acc = acc + cache[number] * np.float32(weight)
+        blended.append(acc)
+    return np.stack(blended)

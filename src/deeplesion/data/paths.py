@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from deeplesion.errors import InvalidArgumentError
+
 IMAGES_DIR = "Images_png"
 _FILE_NAME = re.compile(r"^(\d{6})_(\d{2})_(\d{2})_(\d{3,})\.png$")
 _FOLDER = re.compile(r"^(\d{6})_(\d{2})_(\d{2})$")
@@ -47,7 +49,7 @@ def parse_file_name(file_name: str) -> SliceName:
     """Parse a DL_info ``File_name``; raises ValueError naming the value if malformed."""
     m = _FILE_NAME.match(file_name)
     if not m:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"not a DeepLesion file name: {file_name!r} (expected like '000089_01_01_037.png')"
         )
     return SliceName(*(int(g) for g in m.groups()))
@@ -57,8 +59,9 @@ def parse_folder(folder: str) -> tuple[int, int, int]:
     """``000089_01_01`` -> (patient, study, series)."""
     m = _FOLDER.match(folder)
     if not m:
-        raise ValueError(f"not a DeepLesion series folder: {folder!r}")
-    return tuple(int(g) for g in m.groups())  # type: ignore[return-value]
+        raise InvalidArgumentError(f"not a DeepLesion series folder: {folder!r}")
+    patient, study, series = (int(g) for g in m.groups())
+    return patient, study, series
 
 
 def slice_path(root: str | Path, folder: str, slice_number: int) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deeplesion.data.annotations import BOX_PADDING_PX, Lesion, write_dl_info
+from deeplesion.data.annotations import BOX_PADDING_PX, Lesion, RecistPx1, write_dl_info
 from deeplesion.data.io import atomic_path
 from deeplesion.data.paths import series_folder, slice_path
 from deeplesion.data.slices import write_hu_png
@@ -292,7 +292,7 @@ def _phantom(size: int, spacing_mm: float, z_norm: float, rng: np.random.Generat
 
 def _lesion_geometry(
     series: _SeriesSpec, spec: _LesionSpec, size: int
-) -> tuple[tuple[float, ...], float, float]:
+) -> tuple[RecistPx1, float, float]:
     """RECIST end points (1-based pixels, rounded to 3 decimals), centre (x, y) in px1."""
     (tx, ty), _ = _TEMPLATES[spec.type_code]
     px_per_mm = 1.0 / series.spacing_xy_mm
@@ -313,7 +313,8 @@ def _lesion_geometry(
         cx + half_short * uy,
         cy - half_short * ux,
     )
-    return tuple(round(p, 3) for p in pts), cx, cy
+    x11, y11, x12, y12, x21, y21, x22, y22 = (round(p, 3) for p in pts)
+    return (x11, y11, x12, y12, x21, y21, x22, y22), cx, cy
 
 
 def _ranges(series: _SeriesSpec) -> dict[int, tuple[int, int]]:
@@ -431,7 +432,7 @@ def write_sample(out: str | Path, seed: int = 0, *, progress=None) -> Path:
     rng_root = np.random.SeedSequence(seed)
     specs = _specs()
     lesions, tracks = sample_lesions()
-    jobs = []
+    jobs: list[tuple[_SeriesSpec, int]] = []
     for s in specs:
         for first, last in sorted(set(_ranges(s).values())):
             jobs.extend((s, n) for n in range(first, last + 1))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from deeplesion.errors import ImageReadError
+from deeplesion.errors import ImageReadError, InvalidArgumentError, InvalidTypeError
 
 #: PNG value of 0 HU.
 HU_OFFSET = 32768
@@ -28,9 +28,9 @@ def png_to_hu(raw: np.ndarray) -> np.ndarray:
         return (raw ^ np.uint16(0x8000)).view(np.int16)
     if np.issubdtype(raw.dtype, np.integer):
         if raw.size and (raw.min() < 0 or raw.max() > 0xFFFF):
-            raise ValueError("PNG values must lie in 0..65535")
+            raise InvalidArgumentError("PNG values must lie in 0..65535")
         return (raw.astype(np.int32) - HU_OFFSET).astype(np.int16)
-    raise TypeError(f"expected an integer array, got {raw.dtype}")
+    raise InvalidTypeError(f"expected an integer array, got {raw.dtype}")
 
 
 def hu_to_png(hu: np.ndarray) -> np.ndarray:
@@ -38,7 +38,7 @@ def hu_to_png(hu: np.ndarray) -> np.ndarray:
     hu = np.asarray(hu)
     if hu.dtype != np.int16:
         if hu.size and (hu.min() < -32768 or hu.max() > 32767):
-            raise ValueError("HU values must lie in -32768..32767")
+            raise InvalidArgumentError("HU values must lie in -32768..32767")
         hu = hu.astype(np.int16)
     return hu.view(np.uint16) ^ np.uint16(0x8000)
 

@@ -34,7 +34,12 @@ from deeplesion.data.annotations import (
     git_blob_id,
     load_lesions,
 )
-from deeplesion.errors import DeepLesionError, FingerprintError
+from deeplesion.errors import (
+    DeepLesionError,
+    FingerprintError,
+    InvalidArgumentError,
+    MissingDataError,
+)
 
 TEXT_MINED_FILE = "text_mined_labels_171_and_split.json"
 HAND_LABELED_FILE = "hand_labeled_test_set.json"
@@ -323,14 +328,14 @@ def lesanet_dir(path: str | Path | None = None) -> Path:
     if path is None:
         env = os.environ.get(LESANET_ENV)
         if not env:
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"no LesaNet folder given: pass one or set {LESANET_ENV} to the folder "
                 f"holding {TEXT_MINED_FILE} (LesaNet/program_data in rsummers11/CADLab)"
             )
         path = env
     path = Path(path)
     if not (path / TEXT_MINED_FILE).is_file():
-        raise FileNotFoundError(f"{path}: no {TEXT_MINED_FILE} in this folder")
+        raise MissingDataError(f"{path}: no {TEXT_MINED_FILE} in this folder")
     return path
 
 
@@ -446,7 +451,7 @@ def tags_for_lesion(
         h = tagged.hand.get(lesion.row_index)
         return tuple(sorted(set(h.terms))) if h else ()
     if source != "text-mined":
-        raise ValueError(f"source must be 'text-mined' or 'hand', got {source!r}")
+        raise InvalidArgumentError(f"source must be 'text-mined' or 'hand', got {source!r}")
     t = tagged.tags_of(lesion)
     if t is None:
         return ()

@@ -204,7 +204,8 @@ def _folder_spacing(
                 f"{rows[0].row_index})",
             )
         )
-    return tuple(float(v) for v in rows[0].spacing_mm)  # type: ignore[return-value]
+    x_mm, y_mm, z_mm = (float(v) for v in rows[0].spacing_mm)
+    return x_mm, y_mm, z_mm
 
 
 def index_volumes(
@@ -235,6 +236,7 @@ def index_volumes(
     done = 0
     for folder, numbers in series.items():
         rows = rows_by_folder.get(folder, [])
+        spacing: tuple[float, float, float] | None
         if rows:
             spacing = _folder_spacing(folder, rows, problems)
         else:
@@ -392,11 +394,12 @@ def load_subvolume(root: str | Path, subvolume: SubVolume) -> Volume:
 def lesion_subvolume(lesion: Lesion) -> SubVolume:
     """The lesion's ``Slice_range`` as a :class:`SubVolume` (with its spacing)."""
     first, last = lesion.slice_range
+    x_mm, y_mm, z_mm = lesion.spacing_mm
     return SubVolume(
         lesion.series_folder,
         first,
         last,
-        tuple(float(v) for v in lesion.spacing_mm),  # type: ignore[arg-type]
+        (float(x_mm), float(y_mm), float(z_mm)),
         ((lesion.row_index, lesion.key_slice_index),),
     )
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deeplesion.errors import InvalidArgumentError
+
 
 @dataclass(frozen=True, slots=True)
 class Window:
@@ -19,7 +21,9 @@ class Window:
 
     def __post_init__(self) -> None:
         if not self.high_hu > self.low_hu:
-            raise ValueError(f"window max ({self.high_hu}) must exceed min ({self.low_hu})")
+            raise InvalidArgumentError(
+                f"window max ({self.high_hu}) must exceed min ({self.low_hu})"
+            )
 
     @classmethod
     def from_width_level(cls, width: float, level: float) -> Window:
@@ -28,7 +32,7 @@ class Window:
 
 #: Named presets: the common radiology windows (from width/level), the NIH detectors'
 #: full range (-1024..3071 HU) and the A3D / AlignShift range (-1024..2050 HU).
-PRESETS: dict[str, Window] = {
+WINDOW_PRESETS: dict[str, Window] = {
     "lung": Window.from_width_level(1500, -600),
     "mediastinum": Window.from_width_level(350, 50),
     "soft-tissue": Window.from_width_level(400, 50),
@@ -44,10 +48,10 @@ def parse_window(spec: str, dicom_window_hu: tuple[float, float] | None = None) 
     key = spec.strip().lower().replace(" ", "-").replace("_", "-")
     if key == "dicom":
         if dicom_window_hu is None:
-            raise ValueError("window 'dicom' needs the row's DICOM_windows")
+            raise InvalidArgumentError("window 'dicom' needs the row's DICOM_windows")
         return Window(*dicom_window_hu)
-    if key in PRESETS:
-        return PRESETS[key]
+    if key in WINDOW_PRESETS:
+        return WINDOW_PRESETS[key]
     parts = spec.split(",")
     if len(parts) == 2:
         try:
@@ -56,8 +60,8 @@ def parse_window(spec: str, dicom_window_hu: tuple[float, float] | None = None) 
             pass
         else:
             return Window(low, high)  # raises when MIN >= MAX
-    raise ValueError(
-        f"unknown window {spec!r}; use 'dicom', one of {sorted(PRESETS)}, or 'MIN,MAX' in HU"
+    raise InvalidArgumentError(
+        f"unknown window {spec!r}; use 'dicom', one of {sorted(WINDOW_PRESETS)}, or 'MIN,MAX' in HU"
     )
 
 
@@ -80,4 +84,4 @@ def apply_window(hu: np.ndarray, window: Window, *, dtype: str = "uint8") -> np.
         return scaled.astype(np.float32)
     if dtype == "unit":
         return (scaled / 255.0).astype(np.float32)
-    raise ValueError(f"unknown dtype {dtype!r}; allowed: 'uint8', 'float32', 'unit'")
+    raise InvalidArgumentError(f"unknown dtype {dtype!r}; allowed: 'uint8', 'float32', 'unit'")

@@ -71,22 +71,24 @@ class ClassificationResult:
         }
 
 
-def confusion_matrix(true: Sequence[int], predicted: Sequence[int], n_classes: int) -> np.ndarray:
+def confusion_matrix(
+    true: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray, n_classes: int
+) -> np.ndarray:
     """``C[t, p]`` = how many items of class ``t`` (0-based) were predicted ``p``."""
-    true = np.asarray(true, dtype=np.int64)
-    predicted = np.asarray(predicted, dtype=np.int64)
-    if true.shape != predicted.shape:
-        raise EvaluationError(f"{true.shape[0]} true labels but {predicted.shape[0]} predictions")
-    for name, arr in (("true", true), ("predicted", predicted)):
+    t = np.asarray(true, dtype=np.int64)
+    p = np.asarray(predicted, dtype=np.int64)
+    if t.shape != p.shape:
+        raise EvaluationError(f"{t.shape[0]} true labels but {p.shape[0]} predictions")
+    for name, arr in (("true", t), ("predicted", p)):
         if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
             raise EvaluationError(f"{name} class outside 0..{n_classes - 1}")
     out = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(out, (true, predicted), 1)
+    np.add.at(out, (t, p), 1)
     return out
 
 
 def classification_metrics(
-    true: Sequence[int], predicted: Sequence[int], labels: Sequence[str]
+    true: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray, labels: Sequence[str]
 ) -> ClassificationResult:
     """All metrics of 0-based class indexes ``predicted`` against ``true``."""
     k = len(labels)

@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from deeplesion.data.annotations import SPLITS, Lesion, LesionTable, split_code
 from deeplesion.data.io import atomic_path, read_text
 from deeplesion.data.paths import parse_file_name
+from deeplesion.errors import InvalidArgumentError
 from deeplesion.evaluation.errors import EvaluationError, PredictionError
 from deeplesion.evaluation.sweep import FrocCurve, Sweep, read_curve, sweep
 
@@ -131,19 +133,19 @@ class Detections:
 
     @classmethod
     def from_arrays(
-        cls, image_index: Sequence[int], boxes_px1: np.ndarray, scores: Sequence[float]
+        cls, image_index: ArrayLike, boxes_px1: ArrayLike, scores: ArrayLike
     ) -> Detections:
         """Detections from arrays; raises :class:`EvaluationError` on bad shapes/values."""
-        image_index = np.asarray(image_index, dtype=np.int64).reshape(-1)
+        images = np.asarray(image_index, dtype=np.int64).reshape(-1)
         boxes = np.asarray(boxes_px1, dtype=np.float64).reshape(-1, 4)
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        if not (len(image_index) == len(boxes) == len(scores)):
+        score = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if not (len(images) == len(boxes) == len(score)):
             raise EvaluationError("image_index, boxes and scores differ in length")
-        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        if not (np.isfinite(boxes).all() and np.isfinite(score).all()):
             raise EvaluationError("non-finite box coordinate or score")
         if ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
             raise EvaluationError("box with x2 < x1 or y2 < y1")
-        return cls(image_index, boxes, scores)
+        return cls(images, boxes, score)
 
 
 def _normalise_file_name(name: str) -> str:
@@ -185,12 +187,12 @@ class _Collector:
         self.problems.append(error)
 
     def add(
-        self, name: str, values: Sequence[object], columns: Sequence[str], line: int | None
+        self, name: str, values: Sequence[str | float], columns: Sequence[str], line: int | None
     ) -> None:
         numbers = []
         for column, text in zip(columns, values):
             try:
-                number = float(text)  # type: ignore[arg-type]
+                number = float(text)
             except (TypeError, ValueError):
                 return self.problem("not a number", line, column, text)
             if not math.isfinite(number):
@@ -365,8 +367,8 @@ class DetectionResult:
     n_lesions: int
     n_detections: int
     fp_rates: tuple[float, ...]
-    sensitivity: dict[str, float]  #: keyed by :func:`rate_key`
-    average: float
+    sensitivity: dict[str, float | None]  #: keyed by :func:`rate_key`; None: beyond the curve
+    average: float | None
     curve: FrocCurve
     n_images_unfiltered: int = 0
     n_lesions_unfiltered: int = 0
@@ -424,7 +426,7 @@ def _stratum_labels(lesions: Sequence[Lesion], by: str) -> list[str]:
         return [binned(l.long_diameter_mm, SIZE_BINS_MM) for l in lesions]
     if by == "slice-interval":
         return [binned(l.slice_interval_mm, INTERVAL_BINS_MM) for l in lesions]
-    raise ValueError(f"unknown stratum {by!r}; allowed: {STRATA}")
+    raise InvalidArgumentError(f"unknown stratum {by!r}; allowed: {STRATA}")
 
 
 def _summary(
@@ -484,8 +486,8 @@ def evaluate_detection(
         n_lesions=gt.n_lesions,
         n_detections=len(dets),
         fp_rates=tuple(fp_rates),
-        sensitivity=sensitivity,  # type: ignore[arg-type]
-        average=average,  # type: ignore[arg-type]
+        sensitivity=sensitivity,
+        average=average,
         curve=curve,
         n_images_unfiltered=gt.n_images_unfiltered,
         n_lesions_unfiltered=gt.n_lesions_unfiltered,
@@ -497,11 +499,13 @@ def evaluate_detection(
 
 
 def write_predictions_csv(
-    path: str | Path, file_names: Sequence[str], boxes_px1: np.ndarray, scores: Sequence[float]
+    path: str | Path, file_names: Sequence[str], boxes_px1: ArrayLike, scores: ArrayLike
 ) -> None:
     """Write a predictions CSV in the format :func:`read_predictions` reads (atomic)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(PREDICTION_COLUMNS)
-        for name, box, score in zip(file_names, np.asarray(boxes_px1), scores):
+        for name, box, score in zip(
+            file_names, np.asarray(boxes_px1), np.asarray(scores, dtype=np.float64)
+        ):
             writer.writerow([name, *(f"{v:.4f}" for v in box), f"{score:.6f}"])

@@ -26,11 +26,12 @@ cumulative sums.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from deeplesion.errors import InvalidArgumentError
 from deeplesion.evaluation.errors import EvaluationError
 
 OVERLAP_METRICS = ("iou", "iobb")
@@ -42,7 +43,7 @@ def box_overlap(det_boxes: np.ndarray, gt_boxes: np.ndarray, metric: str = "iou"
     ``iou``: intersection over union; ``iobb``: intersection over the DETECTED box.
     """
     if metric not in OVERLAP_METRICS:
-        raise ValueError(f"unknown overlap metric {metric!r}; allowed: {OVERLAP_METRICS}")
+        raise InvalidArgumentError(f"unknown overlap metric {metric!r}; allowed: {OVERLAP_METRICS}")
     det = np.asarray(det_boxes, dtype=np.float64)
     gt = np.asarray(gt_boxes, dtype=np.float64)
     d = det.shape[1] // 2
@@ -180,9 +181,7 @@ def sweep(
     )
 
 
-def read_curve(
-    curve: FrocCurve, fp_rates: Sequence[float], *, extrapolate: bool = False
-) -> np.ndarray:
+def read_curve(curve: FrocCurve, fp_rates: ArrayLike, *, extrapolate: bool = False) -> np.ndarray:
     """Sensitivity at each FP rate, read off the curve as the protocol document says.
 
     Linear interpolation between consecutive curve points (as ``np.interp`` /

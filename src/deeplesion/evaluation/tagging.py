@@ -87,7 +87,7 @@ def choose_thresholds(
     scores: np.ndarray,
     labels: np.ndarray,
     mask: np.ndarray | None = None,
-    grid: Sequence[float] = THRESHOLD_GRID,
+    grid: Sequence[float] | np.ndarray = THRESHOLD_GRID,
 ) -> np.ndarray:
     """Per-tag threshold maximising F1 on these (validation) arrays."""
     scores, labels, mask = _check(scores, labels, mask)
@@ -127,7 +127,7 @@ class TaggingResult:
         def num(v: float) -> float | None:
             return None if np.isnan(v) else float(v)
 
-        out = {
+        out: dict[str, object] = {
             "n_lesions": self.n_lesions,
             "n_tags": len(self.terms),
             "n_tags_with_auc": int(np.count_nonzero(~np.isnan(self.auc_per_tag))),

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from deeplesion.data.io import atomic_path
 from deeplesion.data.paths import IMAGES_DIR
-from deeplesion.errors import DeepLesionError
+from deeplesion.errors import DeepLesionError, MissingDataError
 
 _CHUNK_BYTES = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -103,7 +103,7 @@ def find_archives(dest: str | Path) -> list[Path]:
     if dest.is_file():
         return [dest]
     if not dest.is_dir():
-        raise FileNotFoundError(f"{dest}: no such file or folder")
+        raise MissingDataError(f"{dest}: no such file or folder")
     return sorted(dest.glob("Images_png_*.zip"))
 
 

@@ -16,6 +16,7 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
 from deeplesion.data.annotations import LESION_TYPES, Lesion
 from deeplesion.data.io import save_figure
+from deeplesion.errors import InvalidArgumentError
 
 #: One colour per coarse type (RGB hex); unlabelled rows are grey.
 TYPE_COLOURS = {
@@ -40,7 +41,7 @@ def sample_lesions(
     if fraction is None or fraction >= 1:
         return lesions
     if not fraction > 0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        raise InvalidArgumentError(f"fraction must be in (0, 1], got {fraction}")
     n = max(1, round(fraction * len(lesions))) if lesions else 0
     picks = np.random.default_rng(seed).choice(len(lesions), size=n, replace=False)
     return [lesions[i] for i in sorted(picks)]
@@ -132,7 +133,7 @@ def body_map_figure(
     )
     with_thumbs = root is not None and thumbnails > 0
     fig = Figure(figsize=(9.5 if with_thumbs else 7.0, 8.5), dpi=100)
-    ax = fig.add_axes([0.26, 0.16, 0.48, 0.78] if with_thumbs else [0.1, 0.07, 0.6, 0.87])
+    ax = fig.add_axes((0.26, 0.16, 0.48, 0.78) if with_thumbs else (0.1, 0.07, 0.6, 0.87))
     order = [c for c in LESION_TYPES if c != -1] + [-1]  # grey first, drawn beneath
     by_code = {c: [l for l in plotted if l.coarse_type == c] for c in order}
     for code in [-1] + order[:-1]:
@@ -180,7 +181,7 @@ def body_map_figure(
         else f"{len(lesions)} lesions"
     )
     ax.set_title(title or f"Lesion locations ({shown_total})", fontsize=10)
-    if with_thumbs:
+    if root is not None and thumbnails > 0:
         _add_thumbnails(fig, ax, Path(root), lesions, seed, thumbnails, tile_px=96)
     return fig
 
@@ -190,7 +191,7 @@ def write_body_map(path: str | Path, lesions: Iterable[Lesion], **kwargs) -> Pat
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
-        raise ValueError(f"{path}: unsupported format {fmt!r}; use one of {FORMATS}")
+        raise InvalidArgumentError(f"{path}: unsupported format {fmt!r}; use one of {FORMATS}")
     return save_figure(body_map_figure(lesions, **kwargs), path, dpi=150)
 
 

@@ -9,8 +9,8 @@ painted last, so it keeps its axis colour even where other marks cross it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from deeplesion.data.io import atomic_path
 from deeplesion.data.paths import key_slice_path
 from deeplesion.data.slices import read_hu
 from deeplesion.data.windowing import Window, apply_window, parse_window
-from deeplesion.errors import DeepLesionError
+from deeplesion.errors import DeepLesionError, InvalidArgumentError, InvalidTypeError
 
 #: Colours (RGB) of the marks. Not grey, so they never occur in a windowed CT image.
 LONG_AXIS_RGB = (255, 48, 48)
@@ -105,7 +105,7 @@ def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> boo
 def _draw_label(
     rgb: np.ndarray,
     text: str,
-    box_index: tuple[int, int, int, int],
+    box_index: tuple[int, ...],
     size_px: int,
     taken: list[tuple[int, int, int, int]],
 ) -> None:
@@ -113,7 +113,7 @@ def _draw_label(
     the plates already in ``taken`` (which it extends)."""
     font = _font(size_px)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    left, top, right, bottom = probe.textbbox((0, 0), text, font=font)
+    left, top, right, bottom = (int(v) for v in probe.textbbox((0, 0), text, font=font))
     w, h = right - left + 4, bottom - top + 4
     height, width = rgb.shape[:2]
     c0, r0, _, r1 = box_index
@@ -140,12 +140,12 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     """uint8 grey ``[row, col]`` or RGB ``[row, col, 3]`` -> a new RGB uint8 array."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
-        raise TypeError(f"expected a uint8 image, got {image.dtype}")
+        raise InvalidTypeError(f"expected a uint8 image, got {image.dtype}")
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim == 3 and image.shape[2] == 3:
         return image.copy()
-    raise ValueError(f"expected [row, col] or [row, col, 3], got shape {image.shape}")
+    raise InvalidArgumentError(f"expected [row, col] or [row, col, 3], got shape {image.shape}")
 
 
 def draw_lesions(
@@ -220,89 +220,3 @@ def write_png(path: str | Path, rgb: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="PNG")
     return Path(path)
-
-
-@dataclass
-class RenderResult:
-    """What :func:`render_key_slices` did: key slices and crops written, kept (already
-    there), and what failed."""
-
-    written: list[Path] = field(default_factory=list)  #: key slices
-    skipped: list[Path] = field(default_factory=list)  #: key slices already there
-    failed: list[tuple[str, str]] = field(default_factory=list)  #: (what, reason)
-    crops_written: list[Path] = field(default_factory=list)
-    crops_skipped: list[Path] = field(default_factory=list)
-
-
-def group_by_key_slice(lesions: Iterable[Lesion]) -> dict[str, list[Lesion]]:
-    """File_name -> its lesions, in input order."""
-    groups: dict[str, list[Lesion]] = {}
-    for lesion in lesions:
-        groups.setdefault(lesion.file_name, []).append(lesion)
-    return groups
-
-
-def render_key_slices(
-    root: str | Path,
-    lesions: Iterable[Lesion],
-    out_dir: str | Path,
-    *,
-    window: str | Window = "dicom",
-    style: DrawStyle = DrawStyle(),
-    overwrite: bool = False,
-    crops: bool = False,
-    context_slices: int = 3,
-    step_mm: float = 2.0,
-    progress: Callable[[int], None] | None = None,
-) -> RenderResult:
-    """Write ``out_dir/<File_name>`` for every key slice (all its lesions drawn).
-
-    Resumable: existing outputs are kept unless ``overwrite``. A slice that cannot be read
-    is recorded in ``result.failed`` and the rest go on. With ``crops``, also writes
-    ``out_dir/crops/<File_name stem>_<row>.png``: each lesion zoomed, with its context
-    slices side by side. ``progress`` gets the number of key slices done.
-    """
-    from deeplesion.review.crops import annotated_crop  # local: crops imports this module
-
-    if crops and (context_slices < 1 or context_slices % 2 == 0):
-        raise RenderError(f"context_slices must be an odd number >= 1, got {context_slices}")
-    out_dir = Path(out_dir)
-    result = RenderResult()
-    for done, (name, group) in enumerate(group_by_key_slice(lesions).items(), start=1):
-        target = out_dir / name
-        if target.is_file() and not overwrite:
-            result.skipped.append(target)
-        else:
-            try:
-                hu = read_hu(key_slice_path(root, group[0].file_name))
-                result.written.append(
-                    write_png(
-                        target, render_key_slice(root, group, window=window, style=style, hu=hu)
-                    )
-                )
-            except (OSError, ValueError) as exc:
-                result.failed.append((name, str(exc)))
-        if crops:
-            for lesion in group:
-                crop_path = out_dir / "crops" / f"{Path(name).stem}_{lesion.row_index}.png"
-                if crop_path.is_file() and not overwrite:
-                    result.crops_skipped.append(crop_path)
-                    continue
-                try:
-                    result.crops_written.append(
-                        write_png(
-                            crop_path,
-                            annotated_crop(
-                                root,
-                                lesion,
-                                window=window,
-                                context_slices=context_slices,
-                                step_mm=step_mm,
-                            ),
-                        )
-                    )
-                except (OSError, ValueError) as exc:
-                    result.failed.append((f"{name} (crop of row {lesion.row_index})", str(exc)))
-        if progress:
-            progress(done)
-    return result

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -81,7 +82,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _small_figure() -> tuple[Figure, object]:
+def _small_figure() -> tuple[Figure, Axes]:
     fig = Figure(figsize=(4.6, 3.1), dpi=100, layout="constrained")
     return fig, fig.add_subplot()
 
@@ -129,7 +130,7 @@ def _type_by_split_figure(table: pd.DataFrame) -> bytes:
     splits = [c for c in table.columns if c != "all"]
     bottom = np.zeros(len(splits))
     for name, row in table[splits].iterrows():
-        ax.bar(splits, row.to_numpy(), bottom=bottom, color=TYPE_COLOURS[name], label=name)
+        ax.bar(splits, row.to_numpy(), bottom=bottom, color=TYPE_COLOURS[str(name)], label=name)
         bottom += row.to_numpy()
     ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_ylabel("lesions")

@@ -55,7 +55,7 @@ def export_coco(
 
     Images left without a lesion are not exported.
     """
-    code = None if split in (None, "all") else split_code(split)  # type: ignore[arg-type]
+    code = None if split in (None, "all") else split_code(split)
     chosen = [
         l
         for l in lesions

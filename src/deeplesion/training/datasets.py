@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +68,7 @@ def _select(lesions: list[Lesion], split: str | None, include_noisy: bool) -> li
 
     if split not in (None, "all"):
         try:
-            code = split_code(split)  # type: ignore[arg-type]
+            code = split_code(split)
         except ValueError as exc:
             raise DatasetError(str(exc)) from None
         lesions = [l for l in lesions if l.split_code == code]
@@ -191,7 +192,7 @@ class KeySliceDetectionDataset(_Base):
         boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, cols - 1)
         boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, rows - 1)
         first = lesions[0]
-        target = {
+        target: dict[str, Any] = {
             "boxes": torch.from_numpy(boxes),
             "labels": torch.full((len(lesions),), LESION_LABEL, dtype=torch.int64),
             "coarse_types": torch.tensor([l.coarse_type for l in lesions], dtype=torch.int64),

@@ -308,7 +308,7 @@ def _dataset(
     return KeySliceDetectionDataset(
         root,
         split,
-        preset=params,  # type: ignore[arg-type]
+        preset=params,
         overrides=None if preprocessing is not None else config.overrides,
         lesions=lesions,
         train=train,
@@ -520,6 +520,7 @@ def train_detector(
     )
     model.to(config.device)
     params = [p for p in model.parameters() if p.requires_grad]
+    optim: torch.optim.Optimizer
     if config.optimizer == "sgd":
         optim = torch.optim.SGD(
             params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
