@@ -225,3 +225,45 @@ def test_heatmap_has_every_type(real_val_csv, tmp_path):
     reddish = ((rgb[..., 0] - rgb[..., 2]) > 60).sum()
     bluish = ((rgb[..., 2] - rgb[..., 0]) > 60).sum()
     assert reddish > 1000 and bluish > 1000
+
+
+def test_cli_tag_relations_with_lesanet_files(real_data, real_excerpt_csv, tmp_path):
+    """--by tag joins LesaNet labels by row index (here a hand-made label file over the
+    excerpt, with the fingerprint check overridden) and recovers a planted pair."""
+    real = json.loads(
+        (
+            real_data
+            / "rsummers11__CADLab/LesaNet/program_data/text_mined_labels_171_and_split.json"
+        ).read_text()
+    )
+    terms = real["term_list"]
+    a, b, c = terms.index("liver"), terms.index("lung"), terms.index("nodule")
+    lesions = load_lesions(real_excerpt_csv).lesions
+    rng = np.random.default_rng(0)
+    data: dict = {"term_list": terms}
+    for split in ("train", "val", "test"):
+        data.update({f"{split}_lesion_idxs": [], f"{split}_relevant_labels": []})
+        data[f"{split}_uncertain_labels"] = []
+    for l in lesions:
+        tags = [t for t in (a, b) if rng.random() < 0.4]
+        if b in tags and rng.random() < 0.9:
+            tags.append(c)  # planted: lung lesions are nodules
+        data["train_lesion_idxs"].append(l.row_index)
+        data["train_relevant_labels"].append(tags)
+        data["train_uncertain_labels"].append([c] if not tags else [])
+    folder = tmp_path / "lesanet"
+    folder.mkdir()
+    (folder / "text_mined_labels_171_and_split.json").write_text(json.dumps(data))
+    runner = CliRunner()
+    args = ["relations", str(real_excerpt_csv), "--by", "tag", "--lesanet", str(folder)]
+    refused = runner.invoke(main, args)
+    assert refused.exit_code == 1 and "not the official DL_info.csv" in refused.output
+    result = runner.invoke(main, [*args, "--override-fingerprint", "--within", "slice", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "not the official" in result.stderr
+    out = json.loads(result.stdout)
+    top = out["pairs"][0]
+    assert {top["label_a"], top["label_b"]} == {"lung", "nodule"}
+    assert top["p_adjusted"] < 1e-3 and out["by"] == "tag"
+    tagged_rows = sum(1 for tags in data["train_relevant_labels"] if tags)
+    assert out["n_lesions"] == tagged_rows

@@ -246,3 +246,57 @@ def test_bad_inputs_are_typed_errors(sample_root, real_excerpt_csv, tmp_path):
     )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_cli_tag_classifier_end_to_end(real_data, sample_root, tmp_path):
+    """--target tags with a LesaNet-format label file over the sample's rows (fingerprint
+    check overridden), then classify and `evaluate tagging` on the scores it writes."""
+    real = json.loads(
+        (
+            real_data
+            / "rsummers11__CADLab/LesaNet/program_data/text_mined_labels_171_and_split.json"
+        ).read_text()
+    )
+    terms = real["term_list"]
+    wanted = {4: terms.index("liver"), 5: terms.index("lung"), 6: terms.index("kidney")}
+    data: dict = {"term_list": terms}
+    for split in ("train", "val", "test"):
+        for key in ("lesion_idxs", "relevant_labels", "uncertain_labels"):
+            data[f"{split}_{key}"] = []
+    for l in load_lesions(sample_root / "DL_info.csv").lesions:
+        split = ("val", "test", "train")[l.patient_index % 3]
+        data[f"{split}_lesion_idxs"].append(l.row_index)
+        data[f"{split}_relevant_labels"].append(
+            [wanted[l.coarse_type]] if l.coarse_type in wanted else []
+        )
+        data[f"{split}_uncertain_labels"].append([terms.index("nodule")])
+    folder = tmp_path / "lesanet"
+    folder.mkdir()
+    labels = folder / "text_mined_labels_171_and_split.json"
+    labels.write_text(json.dumps(data))
+    runner = CliRunner()
+    run = tmp_path / "run"
+    args = ["train-classifier", str(sample_root), "--out", str(run), "--target", "tags"]
+    args += ["--lesanet", str(folder), "--arch", "tiny", "--epochs", "1", "--patch-px", "16"]
+    refused = runner.invoke(main, args)
+    assert refused.exit_code == 1 and "not the official DL_info.csv" in refused.output
+    result = runner.invoke(main, [*args, "--override-fingerprint"])
+    assert result.exit_code == 0, result.output
+    assert "LesaNet's split" in result.output
+    history = json.loads((run / "history.json").read_text())
+    noisy = {
+        l.row_index for l in load_lesions(sample_root / "DL_info.csv").lesions if l.possibly_noisy
+    }
+    assert history[0]["val"]["n_lesions"] == len(set(data["val_lesion_idxs"]) - noisy)
+    scores = tmp_path / "tags.csv"
+    result = runner.invoke(
+        main,
+        ["classify", str(sample_root), "--checkpoint", str(run / "best.pt"), "--out", str(scores)],
+    )
+    assert result.exit_code == 0, result.output
+    assert scores.read_text().splitlines()[0].split(",") == ["lesion_idx", *terms]
+    result = runner.invoke(
+        main, ["evaluate", "tagging", str(scores), "--labels", str(labels), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n_lesions"] == len(data["test_lesion_idxs"])

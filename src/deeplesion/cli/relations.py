@@ -98,9 +98,19 @@ def relations_cmd(
     with fail_cleanly():
         labels = None
         if by == "tag":
-            from deeplesion.cli.analysis import _load_tagged
+            from deeplesion.data.tags import check_official, join_tags, load_lesanet
 
-            tagged, _ = _load_tagged(csv_path, lesanet, override_fingerprint, ontology=False)
+            if not check_official(csv_path, override_fingerprint=override_fingerprint):
+                err_console.print(
+                    f"[yellow]warning:[/yellow] {csv_path} is not the official DL_info.csv; "
+                    "tags joined by row index at your request",
+                    highlight=False,
+                )
+            tagged = join_tags(
+                csv_path,
+                load_lesanet(lesanet, ontology=False),
+                override_fingerprint=override_fingerprint,
+            )
             table = tagged.table
             labels = tag_labels(tagged.tags, include_uncertain=uncertain)
         else:

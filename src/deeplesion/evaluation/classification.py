@@ -169,18 +169,15 @@ def read_type_predictions(path: str | Path) -> TypePredictions:
                     f"expected {len(header)} cells, found {len(cells)}", file=str(path), line=line
                 )
             raw = cells[pos["row_index"]]
-            try:
-                row = int(raw)
-                if row < 0:
-                    raise ValueError
-            except ValueError:
+            row = int(raw) if raw.strip().isdigit() else -1
+            if row < 0:
                 raise PredictionError(
                     "not a non-negative integer",
                     file=str(path),
                     line=line,
                     column="row_index",
                     value=raw,
-                ) from None
+                )
             if row in seen:
                 raise PredictionError(
                     f"row_index {row} already predicted on line {seen[row]}",
