@@ -300,3 +300,25 @@ def test_cli_tag_classifier_end_to_end(real_data, sample_root, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["n_lesions"] == len(data["test_lesion_idxs"])
+
+
+def test_classify_from_a_store_equals_the_png_path(sample_root, tmp_path):
+    from deeplesion.convert.store import build_store
+
+    store = tmp_path / "store"
+    build_store(sample_root, store)
+    cfg = ClassifierConfig(arch="tiny", epochs=1, batch_size=8, val_fraction=0.3, **QUICK)
+    a = train_classifier(sample_root, tmp_path / "png", cfg)
+    b = train_classifier(sample_root, tmp_path / "store-run", cfg, store=store)
+    wa = torch.load(a.last_checkpoint, weights_only=True)["model"]
+    wb = torch.load(b.last_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    runner = CliRunner()
+    outs = []
+    for extra in ([], ["--store", str(store)]):
+        out = tmp_path / f"pred{len(extra)}.csv"
+        args = ["classify", str(sample_root), "--checkpoint", str(a.best_checkpoint)]
+        result = runner.invoke(main, [*args, "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]

@@ -115,6 +115,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "stats",
         "Counts of lesions, key slices, series, studies, patients, splits and types.",
     ),
+    "store": (
+        "store",
+        "store",
+        "Convert the slices training reads from ROOT's PNGs into int16 HU arrays in OUT.",
+    ),
     "train-classifier": (
         "classify",
         "train_classifier_cmd",

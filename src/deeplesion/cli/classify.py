@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from deeplesion.cli._common import console, err_console, fail_cleanly, find_csv
-from deeplesion.cli.train import _bar, _check_device, _need_torch, _split
+from deeplesion.cli.train import _STORE, _bar, _check_device, _need_torch, _split
 from deeplesion.training.presets import PREPROCESSING_PRESETS
 
 _POSITIVE = click.IntRange(min=1)
@@ -111,6 +111,7 @@ def _tag_targets(csv_path: Path, lesanet: Path | None, override: bool):
     is_flag=True,
     help="--target tags: accept a DL_info.csv that is not the official file.",
 )
+@_STORE
 def train_classifier_cmd(
     root: Path,
     out_dir: Path,
@@ -136,6 +137,7 @@ def train_classifier_cmd(
     checkpoint_every: int,
     lesanet: Path | None,
     override_fingerprint: bool,
+    store: Path | None,
 ) -> None:
     """Train a lesion classifier (ResNet-18) on patches of ROOT; validation each epoch."""
     _need_torch()
@@ -198,7 +200,7 @@ def train_classifier_cmd(
                     )
 
             result = train_classifier(
-                root, out_dir, config, lesions=csv_path, tags=tags, progress=progress
+                root, out_dir, config, lesions=csv_path, tags=tags, store=store, progress=progress
             )
     console.print(result.split)
     console.print(f"done: {len(result.history)} epochs; best checkpoint {result.best_checkpoint}")
@@ -234,6 +236,7 @@ def _saved_target(out_dir: Path) -> str | None:
 )
 @click.option("--batch-size", type=_POSITIVE, default=16, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
+@_STORE
 def classify_cmd(
     root: Path,
     checkpoint: Path,
@@ -242,6 +245,7 @@ def classify_cmd(
     annotations: Path | None,
     batch_size: int,
     device: str,
+    store: Path | None,
 ) -> None:
     """Predict the type (or tags) of every lesion of a split with a trained classifier."""
     _need_torch()
@@ -258,6 +262,7 @@ def classify_cmd(
             lesions=csv_path,
             batch_size=batch_size,
             device=device,
+            store=store,
             progress=update,
         )
     console.print(f"wrote {path}")

@@ -53,6 +53,14 @@ _FIELD_OF = {
 _OPTION_OF = {field: "--" + name.replace("_", "-") for name, field in _FIELD_OF.items()}
 
 
+_STORE = click.option(
+    "--store",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Read the slices from this training store (built by `deeplesion store ROOT OUT`) "
+    "instead of ROOT's PNGs: same samples, no PNG decoding.",
+)
+
+
 def _split(value: str | None) -> str | None:
     return None if value in (None, "all", "none") else value
 
@@ -183,6 +191,7 @@ def export_coco_cmd(csv_path: Path, split: str, out: Path, include_noisy: bool) 
     show_default=True,
     help="Iterations between checkpoints (0: per epoch only).",
 )
+@_STORE
 def train_detector_cmd(
     root: Path,
     out_dir: Path,
@@ -207,6 +216,7 @@ def train_detector_cmd(
     workers: int,
     device: str,
     checkpoint_every: int,
+    store: Path | None,
 ) -> None:
     """Train the baseline Faster R-CNN on ROOT; validation FROC after each epoch."""
     _need_torch()
@@ -284,6 +294,7 @@ def train_detector_cmd(
                 run_config,
                 lesions=_annotations(root, annotations),
                 progress=progress,
+                store=store,
             )
     console.print(f"done: {len(result.history)} epochs; best checkpoint {result.best_checkpoint}")
 
@@ -379,6 +390,7 @@ def _bar(description: str) -> Iterator:
 )
 @click.option("--batch-size", type=_POSITIVE, default=2, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
+@_STORE
 def detect_cmd(
     root: Path,
     checkpoint: Path,
@@ -387,6 +399,7 @@ def detect_cmd(
     annotations: Path | None,
     batch_size: int,
     device: str,
+    store: Path | None,
 ) -> None:
     """Run a trained detector on a split's key slices and write its predictions."""
     _need_torch()
@@ -403,5 +416,6 @@ def detect_cmd(
             batch_size=batch_size,
             device=device,
             progress=update,
+            store=store,
         )
     console.print(f"wrote {path}")

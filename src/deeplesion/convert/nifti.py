@@ -22,18 +22,25 @@ import csv
 import gzip
 import hashlib
 import importlib
-import io
-import itertools
-import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from deeplesion.convert import jobs
+from deeplesion.convert.jobs import (
+    PROBLEM_COLUMNS,
+    csv_bytes,
+    in_shard,
+    prefetch,
+    problem_row,
+    remove_stale_temps,
+    shard_suffix,
+)
 from deeplesion.data.io import atomic_path
 from deeplesion.data.slices import read_png_raw
 from deeplesion.data.volumes import SubVolume, VolumeIndex, VolumeProblem, index_volumes
@@ -56,7 +63,6 @@ MANIFEST_COLUMNS = (
     "size_bytes",
     "sha256",
 )
-PROBLEM_COLUMNS = ("kind", "folder", "slice_number", "row_index", "detail")
 
 #: Header ``descrip`` (at most 80 bytes) of each layout.
 DESCRIP = {
@@ -65,7 +71,6 @@ DESCRIP = {
 }
 _XFORM_ALIGNED = 2
 _VOX_OFFSET = 352  # 348-byte header + 4-byte (empty) extension flag
-_TEMP = re.compile(r"^\.(\d{6}_\d{2}_\d{2})_(\d+)-(\d+)\.nii\.gz\..*\.incomplete$")
 
 
 class NiftiExportError(DeepLesionError, ValueError):
@@ -264,7 +269,7 @@ def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compressi
         paths = sub.slice_paths(root)
         with ThreadPoolExecutor(max_workers=1) as decoder:
             for n, png, decoded in zip(
-                sub.slice_numbers, paths, _prefetch(decoder, read_png_raw, paths)
+                sub.slice_numbers, paths, prefetch(decoder, read_png_raw, paths)
             ):
                 try:
                     raw = decoded.result()
@@ -288,16 +293,6 @@ def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compressi
         if shape is None:
             raise NiftiExportError(f"{sub.name}: no slices to write")
     return _record(sub, shape, sub.spacing_mm, layout, size, digest.hexdigest())
-
-
-def _prefetch(pool: ThreadPoolExecutor, fn, items) -> Iterator[Future]:
-    """``pool.submit(fn, item)`` for each item, one item ahead of the consumer."""
-    items = iter(items)
-    pending = [pool.submit(fn, item) for item in itertools.islice(items, 1)]
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        yield pending.pop(0)
-    yield from pending
 
 
 def _sha256(path: Path) -> tuple[str, int]:
@@ -370,24 +365,11 @@ class TaskResult:
     n_slices: int
 
 
-def _remove_stale_temps(out_dir: Path, sub: SubVolume) -> None:
-    """Temporary files a killed run left for this run's volumes (no other run owns them)."""
-    for tmp in out_dir.glob(f".{sub.folder}_*.incomplete"):
-        m = _TEMP.match(tmp.name)
-        if (
-            m
-            and m.group(1) == sub.folder
-            and sub.contains(int(m.group(2)))
-            and sub.contains(int(m.group(3)))
-        ):
-            tmp.unlink(missing_ok=True)
-
-
 def run_task(task: ExportTask) -> TaskResult:
     """Export one run: skip complete files, split at unreadable slices, report them."""
     out_dir = Path(task.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(out_dir, task.subvolume)
+    remove_stale_temps(out_dir, task.subvolume, ".nii.gz")
     known = dict(task.known_sha256)
     records: list[VolumeRecord] = []
     problems: list[VolumeProblem] = []
@@ -420,22 +402,7 @@ def run_task(task: ExportTask) -> TaskResult:
 
 def parse_shard(spec: str) -> tuple[int, int]:
     """``'2/4'`` -> ``(2, 4)``: shard 2 of 4 (1-based)."""
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec)
-    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-        raise NiftiExportError(f"bad shard {spec!r}: expected i/N with 1 <= i <= N, e.g. '1/4'")
-    return int(m.group(1)), int(m.group(2))
-
-
-def in_shard(subvolume: SubVolume, shard: tuple[int, int] | None) -> bool:
-    """Deterministic: a run belongs to shard ``crc32(name) % N + 1``, on every machine."""
-    if shard is None:
-        return True
-    index, count = shard
-    return zlib.crc32(subvolume.name.encode()) % count == index - 1
-
-
-def _suffix(shard: tuple[int, int] | None) -> str:
-    return "" if shard is None else f".shard-{shard[0]}-of-{shard[1]}"
+    return jobs.parse_shard(spec, NiftiExportError)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -461,24 +428,6 @@ def _known_checksums(out_dir: Path) -> dict[str, str]:
     return known
 
 
-def _csv_bytes(header: Iterable[str], rows: Iterable[list[str]]) -> bytes:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return text.getvalue().encode("utf-8")
-
-
-def _problem_row(p: VolumeProblem) -> list[str]:
-    return [
-        p.kind,
-        p.folder,
-        "" if p.slice_number is None else str(p.slice_number),
-        "" if p.row_index is None else str(p.row_index),
-        p.detail,
-    ]
-
-
 # --------------------------------------------------------------------------- runs
 
 
@@ -502,37 +451,6 @@ class ExportReport:
     @property
     def paths(self) -> list[Path]:
         return [self.out_dir / v.file for v in self.volumes]
-
-
-def _run_dask(tasks: list[ExportTask], address: str, on_result) -> None:
-    try:
-        from distributed import Client
-        from distributed import as_completed as dask_completed
-    except ImportError:
-        raise NiftiExportError(
-            "--scheduler needs the optional extra: pip install 'deeplesion[dask]'"
-        ) from None
-    try:
-        client = Client(address, timeout="10s")
-    except (OSError, TimeoutError) as exc:
-        raise NiftiExportError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
-    with client:
-        futures = client.map(run_task, tasks, pure=False)
-        try:
-            for future in dask_completed(futures):
-                on_result(future.result())
-        finally:
-            client.cancel(futures)
-
-
-def _run_pool(tasks: list[ExportTask], workers: int, on_result) -> None:
-    pool = ProcessPoolExecutor(max_workers=workers)
-    try:
-        futures = [pool.submit(run_task, t) for t in tasks]
-        for future in as_completed(futures):
-            on_result(future.result())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def export_nifti(
@@ -594,13 +512,14 @@ def export_nifti(
     if progress:
         progress(0, total)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if scheduler:
-        _run_dask(sorted(tasks, key=lambda t: -t.subvolume.n_slices), scheduler, on_result)
-    elif workers > 1 and len(tasks) > 1:
-        _run_pool(sorted(tasks, key=lambda t: -t.subvolume.n_slices), workers, on_result)
-    else:
-        for task in tasks:
-            on_result(run_task(task))
+    jobs.run_tasks(
+        run_task,
+        sorted(tasks, key=lambda t: -t.subvolume.n_slices),
+        on_result,
+        workers=workers,
+        scheduler=scheduler,
+        error=NiftiExportError,
+    )
 
     volumes = sorted(
         (v for r in results for v in r.volumes), key=lambda v: (v.folder, v.first_slice)
@@ -608,13 +527,13 @@ def export_nifti(
     problems = sorted(
         list(index.problems) + [p for r in results for p in r.problems], key=VolumeProblem.sort_key
     )
-    suffix = _suffix(shard)
+    suffix = shard_suffix(shard)
     manifest_path = out_dir / f"manifest{suffix}.csv"
     problems_path = out_dir / f"problems{suffix}.csv"
     with atomic_path(problems_path) as tmp:
-        tmp.write_bytes(_csv_bytes(PROBLEM_COLUMNS, (_problem_row(p) for p in problems)))
+        tmp.write_bytes(csv_bytes(PROBLEM_COLUMNS, (problem_row(p) for p in problems)))
     with atomic_path(manifest_path) as tmp:
-        tmp.write_bytes(_csv_bytes(MANIFEST_COLUMNS, (v.row() for v in volumes)))
+        tmp.write_bytes(csv_bytes(MANIFEST_COLUMNS, (v.row() for v in volumes)))
     return ExportReport(
         out_dir,
         volumes,

@@ -185,6 +185,7 @@ def train_classifier(
     *,
     lesions: LesionTable | Sequence[Lesion] | str | Path | None = None,
     tags: TagTargets | None = None,
+    store: str | Path | None = None,
     progress: Progress | None = None,
     stop_after: int | None = None,
 ) -> ClassifierResult:
@@ -193,7 +194,8 @@ def train_classifier(
     With ``out_dir/last.pt`` the run resumes with the checkpoint's config (a larger
     ``config.epochs`` extends it). ``stop_after`` stops after that many iterations in all
     (as a kill would, after saving ``last.pt``). ``progress(done, total, info)`` after each
-    iteration (``info['loss']``) and validation (``info['val']``).
+    iteration (``info['loss']``) and validation (``info['val']``). ``store``: read the
+    slices from a training store (``deeplesion store``) instead of the PNGs.
     """
     root, out_dir = Path(root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,14 +217,14 @@ def train_classifier(
     table, _source = _load_table(root, lesions)
     train_l, val_l, statement = training_lesions(table, config, tags)
     train_ds = PatchTargets(
-        _patches(root, config, train_l, params, train=config.augment),
+        _patches(root, config, train_l, params, train=config.augment, store=store),
         config,
         tags if config.target == "tags" else None,
         shuffle=config.shuffle_labels,
     )
     val_ds = (
         PatchTargets(
-            _patches(root, config, val_l, params, train=False),
+            _patches(root, config, val_l, params, train=False, store=store),
             config,
             tags if config.target == "tags" else None,
         )
@@ -364,9 +366,11 @@ def classify(
     lesions: LesionTable | Sequence[Lesion] | str | Path | None = None,
     batch_size: int = 16,
     device: str = "cpu",
+    store: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Write predictions for every lesion of ``split`` (all rows by default) to ``out_csv``."""
+    """Write predictions for every lesion of ``split`` (all rows by default) to ``out_csv``
+    (``store``: read the slices from a training store)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ClassifierError(f"batch_size={batch_size!r}: expected an integer >= 1")
     check_device(device)
@@ -382,6 +386,7 @@ def classify(
         padding_px=config.padding_px,
         patch_px=config.patch_px,
         include_noisy=True,
+        store=store,
     )
     scores = predict_scores(
         model,

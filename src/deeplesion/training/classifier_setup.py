@@ -232,7 +232,9 @@ class PatchTargets(Dataset):
         return patch, torch.stack([target, mask])
 
 
-def _patches(root: Path, config: ClassifierConfig, lesions, params, *, train: bool):
+def _patches(
+    root: Path, config: ClassifierConfig, lesions, params, *, train: bool, store=None
+) -> LesionPatchDataset:
     return LesionPatchDataset(
         root,
         None,
@@ -244,6 +246,7 @@ def _patches(root: Path, config: ClassifierConfig, lesions, params, *, train: bo
         include_noisy=True,  # selection already made
         train=train,
         seed=config.seed,
+        store=store,
     )
 
 

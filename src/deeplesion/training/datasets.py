@@ -6,6 +6,9 @@
 - :class:`LesionPatchDataset`: one sample per lesion: a patch around it for
   classification (coarse type, optional tags) with its weak RECIST mask.
 
+Both take ``store=OUT`` to read the slices from a training store (``deeplesion store``)
+instead of the PNGs: the tensors are the same, no PNG is decoded.
+
 Both hold only paths and lesion records (files are opened in ``__getitem__``), keep no
 global state and draw augmentation from ``numpy.random.default_rng((seed, epoch, index))``,
 so they work in DataLoader workers and give the same samples for the same seed.
@@ -28,6 +31,7 @@ from torch.utils.data import Dataset
 
 from deeplesion.data.annotations import Lesion, LesionTable, load_lesions
 from deeplesion.data.sources import PngSource, SliceSource
+from deeplesion.data.store import open_store
 from deeplesion.errors import DeepLesionError
 from deeplesion.training.imageops import recist_mask, resize_bilinear
 from deeplesion.training.pipeline import PreparedSlice, prepare_lesion_image
@@ -89,10 +93,12 @@ class _Base(Dataset):
         include_noisy: bool,
         train: bool,
         seed: int,
+        store: str | Path | None,
     ) -> None:
         self.root = Path(root)
-        #: Where slices are read from (the PNGs under ``root``).
-        self.source: SliceSource = PngSource(self.root)
+        #: Where slices are read from: the PNGs under ``root``, or the store ``store``
+        #: (built by ``deeplesion store``; then no PNG is opened).
+        self.source: SliceSource = PngSource(self.root) if store is None else open_store(store)
         self.params = _resolve_params(preset, overrides)
         self.split = split
         self.train = train
@@ -131,6 +137,7 @@ class KeySliceDetectionDataset(_Base):
     applied only with ``train=True``. ``masks=True`` adds the weak RECIST masks (n, H, W)
     to the target.
     ``cache=True`` keeps un-augmented samples in memory (per worker) after the first read.
+    ``store=OUT`` reads the slices from a store built by ``deeplesion store`` (same tensors).
     Noisy lesions are left out unless ``include_noisy``.
     """
 
@@ -147,6 +154,7 @@ class KeySliceDetectionDataset(_Base):
         masks: bool = False,
         cache: bool = False,
         seed: int = 0,
+        store: str | Path | None = None,
     ) -> None:
         super().__init__(
             root,
@@ -157,6 +165,7 @@ class KeySliceDetectionDataset(_Base):
             include_noisy=include_noisy,
             train=train,
             seed=seed,
+            store=store,
         )
         self.masks = masks
         self.cache = cache
@@ -241,6 +250,7 @@ class LesionPatchDataset(_Base):
         include_noisy: bool = False,
         train: bool = False,
         seed: int = 0,
+        store: str | Path | None = None,
     ) -> None:
         super().__init__(
             root,
@@ -251,6 +261,7 @@ class LesionPatchDataset(_Base):
             include_noisy=include_noisy,
             train=train,
             seed=seed,
+            store=store,
         )
         if labelled_only:
             self.lesions = [l for l in self.lesions if l.coarse_type > 0]

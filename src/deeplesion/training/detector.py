@@ -303,6 +303,7 @@ def _dataset(
     train: bool,
     include_noisy: bool | None = None,
     preprocessing: dict | None = None,
+    store: str | Path | None = None,
 ) -> KeySliceDetectionDataset:
     params = from_description(preprocessing) if preprocessing is not None else config.preset
     return KeySliceDetectionDataset(
@@ -315,6 +316,7 @@ def _dataset(
         seed=config.seed,
         cache=config.cache,
         include_noisy=config.include_noisy if include_noisy is None else include_noisy,
+        store=store,
     )
 
 
@@ -477,8 +479,13 @@ def train_detector(
     lesions: LesionTable | Sequence[Lesion] | str | Path | None = None,
     progress: Progress | None = None,
     stop_after: int | None = None,
+    store: str | Path | None = None,
 ) -> TrainResult:
     """Train (or resume) a detector in ``out_dir``.
+
+    ``store``: read the slices from this training store (``deeplesion store``) instead of
+    ``root``'s PNGs (same samples; not saved in the checkpoint, so a resumed run may use
+    either).
 
     When ``out_dir/last.pt`` exists the run resumes from it with the checkpoint's config
     (a larger ``config.epochs`` extends it; other fields of ``config`` are ignored, see
@@ -507,10 +514,12 @@ def train_detector(
     except PreprocessError as exc:
         raise DetectorError(f"preprocessing of the run: {exc}") from exc
 
-    train_ds = _dataset(root, config, config.train_split, lesions, train=config.augment)
+    train_ds = _dataset(
+        root, config, config.train_split, lesions, train=config.augment, store=store
+    )
     val_ds = None
     if config.val_split is not None:
-        val_ds = _dataset(root, config, config.val_split, lesions, train=False)
+        val_ds = _dataset(root, config, config.val_split, lesions, train=False, store=store)
     torch.manual_seed(config.seed)  # same initial weights for the same seed
     model = build_detector(
         train_ds.in_channels,
@@ -662,8 +671,10 @@ def detect(
     batch_size: int = 2,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    store: str | Path | None = None,
 ) -> Path:
-    """Write predictions on ``split``'s key slices (1-based DL_info pixels) to ``out_csv``."""
+    """Write predictions on ``split``'s key slices (1-based DL_info pixels) to ``out_csv``
+    (``store``: read the slices from a training store instead of the PNGs)."""
     from deeplesion.evaluation.froc import write_predictions_csv
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -680,6 +691,7 @@ def detect(
         train=False,
         include_noisy=True,
         preprocessing=ckpt["preprocessing"],
+        store=store,
     )
     names, boxes, scores = predict(
         model,
