@@ -422,12 +422,13 @@ def heatmap_figure(result: Relations, *, top: int = 30, alpha: float = 0.05):
     image = ax.imshow(masked, cmap=cmap, norm=TwoSlopeNorm(0.0, -2.0, 2.0))
     ax.set_xticks(range(k), names, rotation=60, ha="right", fontsize=8 if k > 12 else 10)
     ax.set_yticks(range(k), names, fontsize=8 if k > 12 else 10)
-    if k <= 15:
-        for i in range(k):
-            for j in range(k):
-                if i == j or np.isnan(both[i, j]):
-                    continue
-                star = "*" if padj[i, j] < alpha else ""
+    written = k <= 15  # counts and lifts fit in the cells
+    for i in range(k):
+        for j in range(k):
+            if i == j or np.isnan(both[i, j]):
+                continue
+            star = "*" if padj[i, j] < alpha else ""
+            if written:
                 ax.text(
                     j,
                     i,
@@ -437,13 +438,20 @@ def heatmap_figure(result: Relations, *, top: int = 30, alpha: float = 0.05):
                     fontsize=7,
                     color="black",
                 )
+            elif star:
+                ax.plot(j, i, marker="o", markersize=2.5, color="black")
     cbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     cbar.set_label("log2 lift (observed / expected groups)")
+    legend = (
+        f"cell: {noun} with both, lift; * {CORRECTIONS[result.correction]}-adjusted p < {alpha:g}"
+        if written
+        else f"dot: {CORRECTIONS[result.correction]}-adjusted p < {alpha:g} "
+        f"(counts in pairs.csv); the {k} most frequent {result.by}s"
+    )
     ax.set_title(
         f"Co-occurrence of lesion {result.by}s within one {result.within} "
         f"({result.n_groups} {noun}, {result.n_lesions} annotated lesions)\n"
-        f"cell: {noun} with both, lift; * {CORRECTIONS[result.correction]}-"
-        f"adjusted p < {alpha:g}; grey: same label",
+        f"{legend}; grey: same label",
         fontsize=9,
     )
     ax.set_facecolor("#d9d9d9")
