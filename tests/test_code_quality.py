@@ -20,8 +20,8 @@ def _run(*command: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "command",
     [
-        ("ruff", "check", "src", "tests", "benchmarks"),
-        ("ruff", "format", "--check", "src", "tests", "benchmarks"),
+        ("ruff", "check", "src", "tests", "benchmarks", "docs"),
+        ("ruff", "format", "--check", "src", "tests", "benchmarks", "docs"),
         ("lint-imports",),
     ],
     ids=["ruff-check", "ruff-format", "import-layers"],

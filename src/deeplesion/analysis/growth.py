@@ -56,6 +56,11 @@ def assign(cost: Sequence[Sequence[float]] | np.ndarray) -> list[tuple[int, int]
 
     Every row is assigned when rows <= cols (else every column). Shortest augmenting
     path form of the Hungarian algorithm, O(n^2 m); entries must be finite.
+
+    Example:
+
+        >>> assign([[4, 1], [2, 8]])  # 1 + 2 beats 4 + 8
+        [(0, 1), (1, 0)]
     """
     c = np.asarray(cost, dtype=np.float64)
     if c.ndim != 2:
@@ -351,7 +356,17 @@ PD_ABSOLUTE_MM = 5.0
 def classify(
     sld_mm: float, baseline_mm: float, nadir_mm: float, new_lesions: int
 ) -> tuple[str, str]:
-    """RECIST 1.1 category and reason from the sums of long diameters."""
+    """RECIST 1.1 category and reason from the sums of long diameters.
+
+    Example:
+
+        >>> classify(30.0, baseline_mm=50.0, nadir_mm=50.0, new_lesions=0)[0]  # -40 %
+        'PR'
+        >>> classify(62.0, baseline_mm=50.0, nadir_mm=40.0, new_lesions=0)[0]  # +55 %, +22 mm
+        'PD'
+        >>> classify(45.0, baseline_mm=50.0, nadir_mm=50.0, new_lesions=1)
+        ('PD', '1 new lesion(s)')
+    """
     if new_lesions:
         return "PD", f"{new_lesions} new lesion(s)"
     growth = sld_mm - nadir_mm

@@ -17,6 +17,7 @@ from deeplesion.cli._common import (
     progress_bar,
 )
 from deeplesion.data.annotations import OFFICIAL_ROWS, git_blob_id, is_official, load_lesions
+from deeplesion.data.citation import citation_note
 from deeplesion.data.stats import dataset_stats
 from deeplesion.data.validation import validate as validate_csv
 from deeplesion.fetch.completeness import completeness
@@ -74,6 +75,7 @@ def info(root_or_csv: Path) -> None:
                 console.print(
                     f"  key slices present: {c.key_slices_present} of {c.key_slices_expected}"
                 )
+        console.print(citation_note(), style="dim", highlight=False)
 
 
 @click.command()

@@ -25,7 +25,15 @@ Blend = tuple[tuple[int, float], ...]
 
 
 def context_offsets_mm(n_slices: int, step_mm: float = 2.0) -> list[float]:
-    """Symmetric offsets: ``n_slices=3, step_mm=2`` -> ``[-2.0, 0.0, 2.0]``."""
+    """Symmetric offsets around the key slice, in mm.
+
+    Example:
+
+        >>> context_offsets_mm(3)
+        [-2.0, 0.0, 2.0]
+        >>> context_offsets_mm(5, step_mm=1.5)
+        [-3.0, -1.5, 0.0, 1.5, 3.0]
+    """
     if n_slices < 1 or n_slices % 2 == 0:
         raise InvalidArgumentError(f"n_slices must be odd and positive, got {n_slices}")
     half = n_slices // 2

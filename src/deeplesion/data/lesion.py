@@ -117,17 +117,36 @@ def px1_to_index(xy_px1: Iterable[float]) -> np.ndarray:
     """DL_info 1-based pixel coordinates -> 0-based array coordinates (subtract 1).
 
     The result is still (x, y) ordered: x indexes columns, y rows.
+
+    Example:
+
+        >>> px1_to_index((1, 1)).tolist()  # DL_info's first pixel is array element [0, 0]
+        [0.0, 0.0]
+        >>> px1_to_index((320.5, 210)).tolist()  # (column, row) of image[209, 319.5]
+        [319.5, 209.0]
     """
     return np.asarray(list(xy_px1), dtype=np.float64) - 1.0
 
 
 def index_to_px1(xy_index: Iterable[float]) -> np.ndarray:
-    """0-based array coordinates -> DL_info 1-based pixel coordinates (add 1)."""
+    """0-based array coordinates -> DL_info 1-based pixel coordinates (add 1).
+
+    Example:
+
+        >>> index_to_px1((0, 511)).tolist()  # column 0, row 511 of a 512 x 512 image
+        [1.0, 512.0]
+    """
     return np.asarray(list(xy_index), dtype=np.float64) + 1.0
 
 
 def split_code(split: str | int) -> int:
-    """'train'/'val'/'test' or 1/2/3 -> 1/2/3; ValueError naming allowed values."""
+    """'train'/'val'/'test' or 1/2/3 -> 1/2/3; ValueError naming allowed values.
+
+    Example:
+
+        >>> split_code("val"), split_code(3)
+        (2, 3)
+    """
     if isinstance(split, int) and split in SPLITS:
         return split
     if isinstance(split, str) and split in SPLIT_CODES:

@@ -29,7 +29,15 @@ def axis_length_mm(
     spacing_x_mm: float,
     spacing_y_mm: float,
 ) -> float:
-    """Length in mm of the segment between two pixel points (x, y spacing separately)."""
+    """Length in mm of the segment between two pixel points (x, y spacing separately).
+
+    Example:
+
+        >>> axis_length_mm(10, 10, 13, 14, 0.5, 0.5)  # a 3-4-5 triangle at 0.5 mm per pixel
+        2.5
+        >>> axis_length_mm(10, 10, 13, 14, 1.0, 0.5)  # hypot(3 * 1.0, 4 * 0.5)
+        3.605551275463989
+    """
     return math.hypot((x2_px1 - x1_px1) * spacing_x_mm, (y2_px1 - y1_px1) * spacing_y_mm)
 
 

@@ -41,12 +41,27 @@ def series_folder(patient: int, study: int, series: int) -> str:
 
 
 def slice_file(slice_number: int) -> str:
-    """``37`` -> ``037.png``; numbers above 999 keep all their digits."""
+    """``37`` -> ``037.png``; numbers above 999 keep all their digits.
+
+    Example:
+
+        >>> slice_file(37), slice_file(1234)
+        ('037.png', '1234.png')
+    """
     return f"{slice_number:03d}.png"
 
 
 def parse_file_name(file_name: str) -> SliceName:
-    """Parse a DL_info ``File_name``; raises ValueError naming the value if malformed."""
+    """Parse a DL_info ``File_name``; raises ValueError naming the value if malformed.
+
+    Example:
+
+        >>> name = parse_file_name("000089_01_01_037.png")
+        >>> name.patient, name.study, name.series, name.slice_number
+        (89, 1, 1, 37)
+        >>> name.relpath  # the last underscore is a folder separator
+        'Images_png/000089_01_01/037.png'
+    """
     m = _FILE_NAME.match(file_name)
     if not m:
         raise InvalidArgumentError(
@@ -56,7 +71,13 @@ def parse_file_name(file_name: str) -> SliceName:
 
 
 def parse_folder(folder: str) -> tuple[int, int, int]:
-    """``000089_01_01`` -> (patient, study, series)."""
+    """``000089_01_01`` -> (patient, study, series).
+
+    Example:
+
+        >>> parse_folder("000089_01_01")
+        (89, 1, 1)
+    """
     m = _FOLDER.match(folder)
     if not m:
         raise InvalidArgumentError(f"not a DeepLesion series folder: {folder!r}")

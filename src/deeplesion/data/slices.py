@@ -22,6 +22,12 @@ def png_to_hu(raw: np.ndarray) -> np.ndarray:
     """Raw PNG values (uint16, or int32 from old Pillow) -> int16 HU, without wrap-around.
 
     Flipping the sign bit of a uint16 is exactly ``value - 32768`` in int16.
+
+    Example:
+
+        >>> import numpy as np
+        >>> png_to_hu(np.array([0, 31744, 32768, 65535], dtype=np.uint16)).tolist()
+        [-32768, -1024, 0, 32767]
     """
     raw = np.asarray(raw)
     if raw.dtype == np.uint16:

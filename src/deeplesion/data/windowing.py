@@ -71,6 +71,13 @@ def apply_window(hu: np.ndarray, window: Window, *, dtype: str = "uint8") -> np.
     ``dtype='uint8'``: the Key_slices formula, truncated to 0..255 (as the release images).
     ``dtype='float32'``: the same ramp as float in 0..255 without quantising.
     ``dtype='unit'``: float32 in 0..1.
+
+    Example:
+
+        >>> import numpy as np
+        >>> window = Window(-160, 240)  # (HU + 160) / 400 * 255, clipped and truncated
+        >>> apply_window(np.array([[-1024, 0, 40, 3071]]), window).tolist()
+        [[0, 102, 127, 255]]
     """
     scaled = (
         (np.asarray(hu, dtype=np.float64) - window.low_hu)

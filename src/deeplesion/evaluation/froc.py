@@ -48,7 +48,13 @@ STRATA = ("type", "size", "slice-interval")
 
 
 def rate_key(rate: float) -> str:
-    """``0.5 -> "0.5"``, ``1.0 -> "1"``: the JSON keys of FP rates."""
+    """The JSON key of an FP rate.
+
+    Example:
+
+        >>> rate_key(0.5), rate_key(1.0), rate_key(16)
+        ('0.5', '1', '16')
+    """
     return f"{rate:g}"
 
 

@@ -185,7 +185,13 @@ def load_manifest(path: str | Path | None = None) -> list[ManifestEntry]:
 
 
 def parse_only(spec: str) -> set[int]:
-    """``'1-5,9'`` -> {1, 2, 3, 4, 5, 9}; raises ValueError naming the bad part."""
+    """Zip numbers of an ``--only`` value; raises ManifestError naming the bad part.
+
+    Example:
+
+        >>> sorted(parse_only("1-5,9"))
+        [1, 2, 3, 4, 5, 9]
+    """
     numbers: set[int] = set()
     for part in spec.split(","):
         part = part.strip()
