@@ -153,6 +153,11 @@ def test_zarr_format_holds_the_same_values(real_root, real_series_dir, tmp_path)
     assert np.array_equal(array[...].astype(np.int32), want)
     assert report.size_bytes < report.png_bytes  # compressed below the PNGs
     assert verify_store(real_root, tmp_path / "z").ok
+    # also through the generic opener, and a rerun keeps the finished array
+    assert np.array_equal(zarr.open(tmp_path / "z" / report.entries[0].path, mode="r")[5], array[5])
+    before = snapshot(tmp_path / "z")
+    again = build_store(real_root, tmp_path / "z", fmt="zarr")
+    assert again.written == 0 and again.skipped == 1 and snapshot(tmp_path / "z") == before
     with pytest.raises(StoreBuildError, match="other settings"):
         build_store(real_root, tmp_path / "z", fmt="npy")
 
@@ -273,14 +278,15 @@ def test_killed_build_restarts_to_identical_bytes(sample_root, sample_store, tmp
     out = tmp_path / "out"
     script = textwrap.dedent(f"""
         import os, signal
+        import deeplesion.convert.store_runs as store_runs
         import deeplesion.convert.store as store
-        real, calls = store.read_png_raw, [0]
+        real, calls = store_runs.read_png_raw, [0]
         def dying(path):
             calls[0] += 1
             if calls[0] == 60:
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(path)
-        store.read_png_raw = dying
+        store_runs.read_png_raw = dying
         store.build_store({str(sample_root)!r}, {str(out)!r})
     """)
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
@@ -392,3 +398,19 @@ def test_cli_store(sample_root, sample_store, tmp_path):
     )
     assert result.exit_code == 1 and "other settings" in result.output
     assert os.listdir(out)  # nothing removed
+
+
+def test_missing_annotations_and_extras_are_clean_errors(sample_root, tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    (root / "Images_png").mkdir(parents=True)
+    result = CliRunner().invoke(main, ["store", str(root), str(tmp_path / "out")])
+    assert result.exit_code == 1 and "no DL_info.csv" in result.output and "--csv" in result.output
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "zarr" else real(name, *a)
+    )
+    with pytest.raises(StoreBuildError, match=r"deeplesion\[store\]"):
+        build_store(sample_root, tmp_path / "z", fmt="zarr")
+    assert not (tmp_path / "z").exists()

@@ -17,8 +17,10 @@ from pathlib import Path
 
 from mkdocs.structure.files import File, Files
 
-# Library layers, top-level package first; the CLI is documented on the commands page.
-SUBPACKAGES = ("data", "fetch", "convert", "review", "training", "evaluation", "analysis")
+# Library subpackages in this order first; any other subpackage found in src/deeplesion/
+# follows (alphabetically). The CLI is documented on the commands page.
+ORDER = ("data", "fetch", "convert", "review", "training", "evaluation", "analysis")
+NOT_LIBRARY = ("cli",)
 TOP_MODULES = ("deeplesion.errors", "deeplesion.demo")
 #: What each subpackage holds, where its ``__init__`` has no docstring of its own.
 SUMMARIES = {
@@ -35,6 +37,16 @@ SUMMARIES = {
 
 def _src(config) -> Path:
     return Path(config["config_file_path"]).parent / "src"
+
+
+def subpackages(src: Path) -> list[str]:
+    """Every library subpackage of ``src/deeplesion``, in reading order."""
+    found = {
+        p.parent.name
+        for p in (src / "deeplesion").glob("*/__init__.py")
+        if p.parent.name not in NOT_LIBRARY
+    }
+    return [n for n in ORDER if n in found] + sorted(found - set(ORDER))
 
 
 def _modules(src: Path, subpackage: str) -> list[str]:
@@ -57,7 +69,8 @@ def _first_line(src: Path, subpackage: str) -> str:
 
 def on_config(config):
     pages = [{"deeplesion": "reference/index.md"}]
-    pages += [{f"deeplesion.{name}": f"reference/{name}.md"} for name in SUBPACKAGES]
+    names = subpackages(_src(config))
+    pages += [{f"deeplesion.{name}": f"reference/{name}.md"} for name in names]
     nav = config["nav"]
     at = next((i for i, item in enumerate(nav) if "About" in item), len(nav))
     nav.insert(at, {"API reference": pages})
@@ -71,7 +84,7 @@ def _reference_page(src: Path, subpackage: str) -> str:
     return "\n".join(lines)
 
 
-def _index_page() -> str:
+def _index_page(src: Path) -> str:
     lines = [
         "# API reference",
         "",
@@ -85,7 +98,7 @@ def _index_page() -> str:
         "| subpackage | what it holds |",
         "|---|---|",
     ]
-    for name in SUBPACKAGES:
+    for name in subpackages(src):
         module = importlib.import_module(f"deeplesion.{name}")
         summary = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
         lines.append(f"| [deeplesion.{name}]({name}.md) | {summary or SUMMARIES.get(name, '')} |")
@@ -155,8 +168,8 @@ def on_files(files: Files, config) -> Files:
     src = _src(config)
     if str(src) not in sys.path:
         sys.path.insert(0, str(src))
-    files.append(File.generated(config, "reference/index.md", content=_index_page()))
-    for name in SUBPACKAGES:
+    files.append(File.generated(config, "reference/index.md", content=_index_page(src)))
+    for name in subpackages(src):
         files.append(
             File.generated(config, f"reference/{name}.md", content=_reference_page(src, name))
         )

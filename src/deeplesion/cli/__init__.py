@@ -105,6 +105,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "sample",
         "Write a small synthetic dataset in the release layout to OUT.",
     ),
+    "serve": (
+        "serve",
+        "serve",
+        "Browse ROOT's lesions and slices in a web browser (needs the [serve] extra).",
+    ),
     "similar": (
         "analysis",
         "similar",

@@ -219,3 +219,21 @@ def annotated_crop(
         else:
             tiles.append(np.repeat(grey[:, :, None], 3, axis=2))
     return np.concatenate(tiles, axis=1)
+
+
+def key_slice_tile(
+    hu: np.ndarray,
+    lesion: Lesion,
+    *,
+    window: str | Window = "dicom",
+    tile_px: int = 128,
+    annotate: bool = True,
+) -> np.ndarray:
+    """RGB uint8 ``[tile_px, tile_px, 3]``: the key-slice tile of :func:`annotated_crop`
+    made from an HU array already read (``hu``, the lesion's key slice)."""
+    left, top, side = crop_square_index(lesion)
+    grey = _crop_resize(apply_window(hu, window_for(lesion, window)), left, top, side, tile_px)
+    if not annotate:
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    moved = shift_lesion(lesion, left, top, tile_px / side)
+    return draw_lesions(grey, [moved], DrawStyle(label=False))
