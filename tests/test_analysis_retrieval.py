@@ -104,3 +104,14 @@ def test_demo_step(sample_root, tmp_path):
     names = {p.name for p in paths}
     assert {"tracks.csv", "responses.csv", "patient_1.png", "similar.png"} <= names
     assert all(p.is_file() for p in paths)
+
+
+def test_parse_weights():
+    from deeplesion.analysis.retrieval import parse_weights
+    from deeplesion.errors import InvalidArgumentError
+
+    assert parse_weights(["size=2", " image = 0"]) == {"size": 2.0, "image": 0.0}
+    with pytest.raises(InvalidArgumentError, match="unknown feature block 'colour'"):
+        parse_weights(["colour=1"])
+    with pytest.raises(InvalidArgumentError, match="expected BLOCK=NUMBER"):
+        parse_weights(["size=big"])

@@ -240,3 +240,29 @@ def test_flat_key_slice_folder_counts_as_present(real_liver_dir):
     )
     assert report.rows == 23
     assert [p for p in report.problems if p.column == "File_name"] == []
+
+
+def test_filters_find_and_problem_counts(real_excerpt_csv):
+    from deeplesion.data.lesion import type_code
+    from deeplesion.errors import InvalidArgumentError, NotFoundError
+
+    table = load_lesions(real_excerpt_csv)
+    assert type_code("Soft-Tissue") == type_code("soft tissue") == type_code(7) == 7
+    with pytest.raises(InvalidArgumentError, match="unknown lesion type"):
+        type_code("brain")
+    chosen = table.filtered(splits=["val", "test"], types=["liver", "lung"])
+    expected = [l for l in table if l.split in ("val", "test") and l.type_name in ("liver", "lung")]
+    assert chosen.lesions == expected and expected
+    name = expected[0].file_name
+    assert table.filtered(file_names=[f" {name} "]).lesions == [
+        l for l in table if l.file_name == name
+    ]
+    with pytest.raises(NotFoundError, match=r"999999_01_01_001\.png"):
+        table.filtered(file_names=["999999_01_01_001.png"])
+    assert table.find(name) is next(l for l in table if l.file_name == name)
+    assert table.find(str(table.lesions[5].row_index)) is table.lesions[5]
+    with pytest.raises(NotFoundError):
+        table.find(name, which=99)
+    assert len(table.fatal_problems) + len(table.warnings) == len(table.problems)
+    assert all(p.fatal for p in table.fatal_problems)
+    assert not any(p.fatal for p in table.warnings)

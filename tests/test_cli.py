@@ -92,3 +92,15 @@ def test_stats_warns_about_rows_it_cannot_use(real_excerpt_csv, tmp_path):
     assert result.exit_code == 0
     assert json.loads(result.stdout)["lesions"] == len(rows) - 2  # header and the bad row
     assert "1 error(s)" in result.stderr and "deeplesion validate" in result.stderr
+
+
+def test_a_library_value_error_is_a_clean_message(real_excerpt_csv):
+    """Errors that used to be plain ValueErrors (here: every feature block weighted 0)
+    reach the user as one line and exit status 1, not as a traceback."""
+    with open(real_excerpt_csv, newline="") as fh:
+        first = next(csv.DictReader(fh))["File_name"]
+    zero = [a for b in ("location", "size", "type") for a in ("--weight", f"{b}=0")]
+    result = CliRunner().invoke(main, ["similar", str(real_excerpt_csv), first, *zero])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # not the ValueError itself
+    assert "no feature block left" in result.output and "Traceback" not in result.output

@@ -100,3 +100,16 @@ def test_presets_from_width_and_level():
         Window(10, 10)
     with pytest.raises(ValueError, match="must exceed"):
         parse_window("100,-100")
+
+
+def test_png_to_hu_into_a_buffer_is_value_minus_32768():
+    from deeplesion.data.slices import png_to_hu
+
+    raw = np.array([[0, 1, 32767], [32768, 40000, 65535]], dtype=np.uint16)
+    out = np.full((2, 3), 7, dtype=np.int16)
+    result = png_to_hu(raw, out=out)
+    assert result is out
+    assert out.tolist() == [[int(v) - 32768 for v in row] for row in raw.tolist()]
+    wide = np.full((2, 3), 7, dtype=np.int16)
+    png_to_hu(raw.astype(np.int32), out=wide)
+    assert wide.tolist() == out.tolist()

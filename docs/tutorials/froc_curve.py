@@ -22,10 +22,10 @@ from deeplesion.data.validation import validate
 from deeplesion.evaluation.froc import (
     evaluate_detection,
     ground_truth,
-    read_predictions,
     write_predictions_csv,
 )
 from deeplesion.evaluation.plot import plot_froc
+from deeplesion.evaluation.predictions import read_predictions
 from deeplesion.evaluation.synthetic import noisy_predictions
 from deeplesion.review.batch import group_by_key_slice
 from deeplesion.review.render import render_key_slice, write_png

@@ -24,9 +24,9 @@ from deeplesion.evaluation.froc import (
     Detections,
     evaluate_detection,
     ground_truth,
-    read_predictions,
 )
 from deeplesion.evaluation.plot import plot_froc
+from deeplesion.evaluation.predictions import read_predictions
 from deeplesion.review.batch import group_by_key_slice
 from deeplesion.review.render import render_key_slice
 from deeplesion.training.detector import TrainConfig, detect, train_detector

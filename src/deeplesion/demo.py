@@ -25,10 +25,10 @@ from deeplesion.evaluation.errors import EvaluationError
 from deeplesion.evaluation.froc import (
     evaluate_detection,
     ground_truth,
-    read_predictions,
     write_predictions_csv,
 )
 from deeplesion.evaluation.plot import plot_froc
+from deeplesion.evaluation.predictions import read_predictions
 from deeplesion.evaluation.synthetic import noisy_predictions
 from deeplesion.fetch.completeness import completeness
 from deeplesion.fetch.download import ManifestEntry, md5_of, verify

@@ -50,6 +50,10 @@ class AnnotationError(CellError):
     """A DL_info.csv cell or row that cannot be used."""
 
 
+class NotFoundError(DeepLesionError, LookupError):
+    """Something asked for by name (a lesion, a key slice) that is not there."""
+
+
 class MissingDataError(DeepLesionError, FileNotFoundError):
     """A dataset file or folder that is not where it must be."""
 

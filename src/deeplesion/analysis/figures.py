@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from deeplesion.analysis.growth import MatchRule, Response, Track, link_all, recist_responses
+from deeplesion.analysis.growth import (
+    GrowthAnalysis,
+    MatchRule,
+    Response,
+    Track,
+    analyse_growth,
+)
 from deeplesion.data.annotations import Lesion
 from deeplesion.data.io import atomic_path, save_figure
 from deeplesion.review.crops import try_crop, write_strip
@@ -263,9 +269,15 @@ class GrowthOutput:
 
     tracks: dict[int, list[Track]]
     responses: dict[int, list[Response]]
-    written: list[Path]
+    tables: list[Path]  #: tracks.csv, responses.csv
+    plots: list[Path] = field(default_factory=list)  #: one per patient with follow-ups
+    strips: list[Path] = field(default_factory=list)  #: crop strips (with a root)
     strip_tiles: int = 0
     missing_tiles: int = 0  #: strip tiles without an image
+
+    @property
+    def written(self) -> list[Path]:
+        return self.tables + self.plots + self.strips
 
 
 def write_growth(
@@ -279,17 +291,27 @@ def write_growth(
     plots: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> GrowthOutput:
-    """Link, assess and write ``tracks.csv``, ``responses.csv`` and, for patients with
-    follow-ups, ``patient_<N>.png`` plots (and crop strips under ``strips/`` with ``root``).
+    """Link, assess (:func:`.growth.analyse_growth`) and write the files of
+    :func:`write_growth_files`."""
+    analysis = analyse_growth(lesions, rule, missing=missing, new_lesions=new_lesions)
+    return write_growth_files(analysis, out_dir, root=root, plots=plots, progress=progress)
+
+
+def write_growth_files(
+    analysis: GrowthAnalysis,
+    out_dir: str | Path,
+    *,
+    root: str | Path | None = None,
+    plots: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> GrowthOutput:
+    """Write ``tracks.csv``, ``responses.csv`` and, for patients with follow-ups,
+    ``patient_<N>.png`` plots (and crop strips under ``strips/`` with ``root``).
 
     ``progress(done, total)`` counts patients as their files are written.
     """
     out_dir = Path(out_dir)
-    tracks = link_all(lesions, rule)
-    responses = {
-        p: recist_responses(ts, missing=missing, new_lesions=new_lesions)
-        for p, ts in tracks.items()
-    }
+    tracks, responses = analysis.tracks, analysis.responses
     out = GrowthOutput(
         tracks,
         responses,
@@ -300,7 +322,7 @@ def write_growth(
     )
     for done, (patient, ts) in enumerate(tracks.items(), start=1):
         if plots and responses[patient]:  # a single study has nothing to follow
-            out.written.append(
+            out.plots.append(
                 plot_patient(ts, out_dir / f"patient_{patient}.png", responses[patient])
             )
             for t in ts:
@@ -308,7 +330,7 @@ def write_growth(
                     strip = track_strip(
                         root, t, out_dir / "strips" / f"patient_{patient}_track_{t.track_id}.png"
                     )
-                    out.written.append(strip.path)
+                    out.strips.append(strip.path)
                     out.strip_tiles += strip.tiles
                     out.missing_tiles += strip.missing
         if progress:

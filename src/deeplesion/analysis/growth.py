@@ -5,7 +5,7 @@ Matching rule (tunable through :class:`MatchRule`)
 Studies of a patient are taken in ``Study_index`` order (assumed chronological; the
 integer ``Patient_age`` is only used as a label). Each lesion of a follow-up study is
 matched to at most one existing track, and each track takes at most one lesion per study,
-by a minimum-cost assignment (Hungarian algorithm, :func:`assign`) on
+by a minimum-cost assignment (:func:`assign`, scipy's Hungarian-type solver) on
 
     cost = location_weight * |loc_a - loc_b| / location_scale_norm
          + size_weight * |ln(long_a / long_b)| / size_scale
@@ -52,16 +52,18 @@ from deeplesion.errors import InvalidArgumentError
 
 
 def assign(cost: Sequence[Sequence[float]] | np.ndarray) -> list[tuple[int, int]]:
-    """Minimum-cost assignment for a rectangular matrix; returns (row, col) pairs.
+    """Minimum-cost assignment for a rectangular matrix; returns (row, col) pairs, sorted.
 
-    Every row is assigned when rows <= cols (else every column). Shortest augmenting
-    path form of the Hungarian algorithm, O(n^2 m); entries must be finite.
+    Every row is assigned when rows <= cols (else every column); entries must be finite.
+    scipy's ``linear_sum_assignment`` solves it.
 
     Example:
 
         >>> assign([[4, 1], [2, 8]])  # 1 + 2 beats 4 + 8
         [(0, 1), (1, 0)]
     """
+    from scipy.optimize import linear_sum_assignment
+
     c = np.asarray(cost, dtype=np.float64)
     if c.ndim != 2:
         raise InvalidArgumentError(f"cost must be 2-D, got shape {c.shape}")
@@ -69,50 +71,8 @@ def assign(cost: Sequence[Sequence[float]] | np.ndarray) -> list[tuple[int, int]
         return []
     if not np.isfinite(c).all():
         raise InvalidArgumentError("cost entries must be finite")
-    transposed = c.shape[0] > c.shape[1]
-    if transposed:
-        c = c.T
-    n, m = c.shape
-    inf = math.inf
-    u = [0.0] * (n + 1)  # row potentials (1-based, 0 = virtual)
-    v = [0.0] * (m + 1)  # column potentials
-    p = [0] * (m + 1)  # p[j] = row assigned to column j
-    way = [0] * (m + 1)
-    rows = c.tolist()
-    for i in range(1, n + 1):
-        p[0] = i
-        j0 = 0
-        minv = [inf] * (m + 1)
-        used = [False] * (m + 1)
-        while True:
-            used[j0] = True
-            i0 = p[j0]
-            delta, j1 = inf, 0
-            row = rows[i0 - 1]
-            for j in range(1, m + 1):
-                if not used[j]:
-                    cur = row[j - 1] - u[i0] - v[j]
-                    if cur < minv[j]:
-                        minv[j], way[j] = cur, j0
-                    if minv[j] < delta:
-                        delta, j1 = minv[j], j
-            for j in range(m + 1):
-                if used[j]:
-                    u[p[j]] += delta
-                    v[j] -= delta
-                else:
-                    minv[j] -= delta
-            j0 = j1
-            if p[j0] == 0:
-                break
-        while j0:
-            j1 = way[j0]
-            p[j0] = p[j1]
-            j0 = j1
-    pairs = [(p[j] - 1, j - 1) for j in range(1, m + 1) if p[j]]
-    if transposed:
-        pairs = [(j, i) for i, j in pairs]
-    return sorted(pairs)
+    rows, cols = linear_sum_assignment(c)
+    return sorted(zip(rows.tolist(), cols.tolist()))
 
 
 def assign_with_threshold(cost: np.ndarray, max_cost: float) -> list[tuple[int, int]]:
@@ -439,3 +399,33 @@ def recist_responses(
         )
         history.append(sld)
     return out
+
+
+@dataclass
+class GrowthAnalysis:
+    """Each patient's tracks and RECIST responses (no response: a single study)."""
+
+    tracks: dict[int, list[Track]]
+    responses: dict[int, list[Response]]
+
+    @property
+    def followed(self) -> dict[int, list[Track]]:
+        """The patients with follow-up studies, and their tracks."""
+        return {p: ts for p, ts in self.tracks.items() if self.responses[p]}
+
+
+def analyse_growth(
+    lesions: Iterable[Lesion],
+    rule: MatchRule = MatchRule(),
+    *,
+    missing: str = "carry",
+    new_lesions: str = "pd",
+) -> GrowthAnalysis:
+    """Link every patient's lesions into tracks (:func:`link_all`) and assess each
+    follow-up study (:func:`recist_responses`)."""
+    tracks = link_all(lesions, rule)
+    responses = {
+        p: recist_responses(ts, missing=missing, new_lesions=new_lesions)
+        for p, ts in tracks.items()
+    }
+    return GrowthAnalysis(tracks, responses)

@@ -18,7 +18,7 @@ query is one matrix product):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,3 +274,21 @@ def tag_precision_at_k(index: LesionIndex, tagged, k: int = 10, **kwargs) -> flo
         if tagged.tags_of(l) is not None and tagged.tags_of(l).relevant
     ]
     return precision_at_k(index, k, relevant, queries=queries, **kwargs)
+
+
+def parse_weights(items: Iterable[str]) -> dict[str, float]:
+    """``["size=2", "image=0"]`` -> ``{"size": 2.0, "image": 0.0}``; the blocks are those of
+    :data:`DEFAULT_WEIGHTS`. InvalidArgumentError naming the item otherwise."""
+    weights = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in DEFAULT_WEIGHTS:
+            raise InvalidArgumentError(
+                f"{item!r}: unknown feature block {name!r}; allowed: {', '.join(DEFAULT_WEIGHTS)}"
+            )
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise InvalidArgumentError(f"{item!r}: expected BLOCK=NUMBER") from None
+    return weights

@@ -11,11 +11,14 @@ import click
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 
 from deeplesion.errors import DeepLesionError
@@ -25,26 +28,60 @@ console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-@contextlib.contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator:
-    """A rich progress bar; yields a callback ``update(completed, total=None)``."""
-    with Progress(
+def progress_display(*, in_bytes: bool = False) -> Progress:
+    """The CLI's progress display on stderr, for one bar or several: counts (done of total,
+    elapsed, remaining) or, ``in_bytes``, sizes (bytes done, speed, remaining)."""
+    columns = (
+        (DownloadColumn(), TransferSpeedColumn())
+        if in_bytes
+        else (MofNCompleteColumn(), TimeElapsedColumn())
+    )
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
+        *columns,
         TimeRemainingColumn(),
         console=err_console,
         transient=False,
-    ) as progress:
-        task = progress.add_task(description, total=total)
+    )
 
-        def update(completed: int, total: int | None = None) -> None:
-            if total is not None:
-                progress.update(task, total=total)
-            progress.update(task, completed=completed)
 
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None = None, *, lazy: bool = False) -> Iterator:
+    """One bar; yields ``update(completed, new_total=None)``. ``lazy``: the bar appears at the
+    first update, so an error before any work prints no empty bar."""
+    with contextlib.ExitStack() as stack:
+        shown: dict = {}
+
+        def show() -> None:
+            display = stack.enter_context(progress_display())
+            shown["display"], shown["task"] = display, display.add_task(description, total=total)
+
+        def update(completed: int, new_total: int | None = None) -> None:
+            if not shown:
+                show()
+            if new_total is not None:
+                shown["display"].update(shown["task"], total=new_total)
+            shown["display"].update(shown["task"], completed=completed)
+
+        if not lazy:
+            show()
         yield update
+
+
+class KeyedBars:
+    """Bars on one display, one per key (a file, an archive), added at its first update."""
+
+    def __init__(self, display: Progress) -> None:
+        self.display = display
+        self.tasks: dict[str, TaskID] = {}
+
+    def update(self, key: str, done: int, total: int | None, *, remove_when_done: bool = False):
+        if key not in self.tasks:
+            self.tasks[key] = self.display.add_task(key, total=total)
+        self.display.update(self.tasks[key], completed=done)
+        if remove_when_done and total is not None and done >= total:
+            self.display.remove_task(self.tasks.pop(key))
 
 
 @contextlib.contextmanager
@@ -66,7 +103,7 @@ def print_problems(problems: list, max_shown: int) -> None:
 
 def warn_unusable(table) -> None:
     """Say on stderr when a table's loading met errors (rows left out or flagged)."""
-    fatal = [p for p in table.problems if p.fatal]
+    fatal = table.fatal_problems
     if fatal:
         err_console.print(
             f"[yellow]warning[/yellow]: {len(fatal)} error(s) in {table.source} "

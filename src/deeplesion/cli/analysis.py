@@ -16,7 +16,7 @@ from deeplesion.cli._common import (
     load_table,
     progress_bar,
 )
-from deeplesion.data.annotations import Lesion
+from deeplesion.errors import InvalidArgumentError
 
 _CSV = click.Path(exists=True, path_type=Path)
 _ROOT = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -116,8 +116,8 @@ def growth(
     new_lesions: str,
 ) -> None:
     """Link lesions across each patient's studies; tracks and RECIST 1.1 responses."""
-    from deeplesion.analysis.figures import write_growth
-    from deeplesion.analysis.growth import link_all, recist_responses
+    from deeplesion.analysis.figures import write_growth_files
+    from deeplesion.analysis.growth import analyse_growth
 
     with fail_cleanly():
         table = load_table(csv_path)
@@ -125,26 +125,12 @@ def growth(
         if not lesions:
             raise click.ClickException(f"no lesions for patient(s) {list(patient)}")
         rule = MatchRule(max_cost=max_cost, location_scale_norm=location_scale)
+        analysis = analyse_growth(lesions, rule, missing=missing, new_lesions=new_lesions)
         output = None
         if out_dir is not None:
             with progress_bar("growth files (patients)", None) as update:
-                output = write_growth(
-                    lesions,
-                    out_dir,
-                    rule=rule,
-                    root=root,
-                    missing=missing,
-                    new_lesions=new_lesions,
-                    progress=update,
-                )
-            tracks, responses = output.tracks, output.responses
-        else:
-            tracks = link_all(lesions, rule)
-            responses = {
-                p: recist_responses(ts, missing=missing, new_lesions=new_lesions)
-                for p, ts in tracks.items()
-            }
-    followed = {p: ts for p, ts in tracks.items() if responses[p]}
+                output = write_growth_files(analysis, out_dir, root=root, progress=update)
+    responses, followed = analysis.responses, analysis.followed
     t = Table(title=f"tracks ({len(followed)} patients with follow-up studies)")
     for col in ("patient", "track", "studies", "long diameters (mm)", "change", "min conf"):
         t.add_column(col)
@@ -176,12 +162,10 @@ def growth(
             )
     console.print(r)
     if output is not None:
-        strips = sum(p.parent.name == "strips" for p in output.written)
-        plots = len(output.written) - strips - 2
         console.print(
             f"wrote {len(output.written)} files under {out_dir}: tracks.csv, "
-            f"responses.csv, {plots} patient plots"
-            + (f", {strips} crop strips in strips/" if root is not None else "")
+            f"responses.csv, {len(output.plots)} patient plots"
+            + (f", {len(output.strips)} crop strips in strips/" if root is not None else "")
         )
         _warn_missing(output.missing_tiles, output.strip_tiles, root)
 
@@ -244,19 +228,6 @@ def lesions(
         console.print(f"wrote {out_csv}")
 
 
-def _find_lesion(lesions: list[Lesion], name: str, which: int) -> Lesion:
-    matches = [l for l in lesions if l.file_name == name]
-    if not matches and name.isdigit():
-        matches = [l for l in lesions if l.row_index == int(name)]
-    if not matches:
-        raise click.ClickException(f"no lesion with file name or row index {name!r}")
-    if not 1 <= which <= len(matches):
-        raise click.ClickException(
-            f"{name} has {len(matches)} lesion(s); --lesion must be 1..{len(matches)}"
-        )
-    return matches[which - 1]
-
-
 @click.command()
 @click.argument("csv_path", metavar="CSV", type=_CSV)
 @click.argument("file_name")
@@ -305,29 +276,18 @@ def similar(
 ) -> None:
     """Find the K lesions most similar to the lesion on FILE_NAME (or a row index)."""
     from deeplesion.analysis.figures import similar_strip
-    from deeplesion.analysis.retrieval import DEFAULT_WEIGHTS, LesionIndex
+    from deeplesion.analysis.retrieval import LesionIndex, parse_weights
 
     if out_png is not None and root is None:
         raise click.UsageError("--out needs --root (crops come from the images)")
-    w = {}
-    for item in weights:
-        name, _, value = item.partition("=")
-        name = name.strip()
-        if name not in DEFAULT_WEIGHTS:
-            raise click.BadParameter(
-                f"{item!r}: unknown feature block {name!r}; allowed: {', '.join(DEFAULT_WEIGHTS)}",
-                param_hint="--weight",
-            )
-        try:
-            w[name] = float(value)
-        except ValueError:
-            raise click.BadParameter(
-                f"{item!r}: expected BLOCK=NUMBER", param_hint="--weight"
-            ) from None
+    try:
+        w = parse_weights(weights)
+    except InvalidArgumentError as exc:
+        raise click.BadParameter(str(exc), param_hint="--weight") from None
     with fail_cleanly():
         csv_path = find_csv(csv_path)
         table = load_table(csv_path)
-        query = _find_lesion(table.lesions, file_name, which)
+        query = table.find(file_name, which)
         tagged, terms = None, None
         if use_tags:
             # the 171 terms are features; the ontology (and openpyxl) is not needed

@@ -51,10 +51,9 @@ def info(root_or_csv: Path) -> None:
                 f"{stats['series']} series, {stats['studies']} studies, "
                 f"{stats['patients']} patients"
             )
-            fatal = sum(p.fatal for p in table.problems)
             if table.problems:
                 console.print(
-                    f"  {fatal} fatal problems, {len(table.problems) - fatal} "
+                    f"  {len(table.fatal_problems)} fatal problems, {len(table.warnings)} "
                     "warnings (run `deeplesion validate`)"
                 )
         if root is not None:

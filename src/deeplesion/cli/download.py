@@ -8,17 +8,18 @@ from pathlib import Path
 import click
 from rich.markup import escape
 from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 
-from deeplesion.cli._common import console, err_console, fail_cleanly, print_problems
+from deeplesion.cli._common import (
+    KeyedBars,
+    console,
+    err_console,
+    fail_cleanly,
+    print_problems,
+    progress_display,
+)
 from deeplesion.fetch.download import (
     PART_SUFFIX,
     RELEASE_PAGE,
@@ -38,17 +39,6 @@ _MANIFEST = click.option(
 _ONLY = click.option(
     "--only", metavar="NUMBERS", help="Zip numbers, e.g. '1-5,9'; files without a number are kept."
 )
-
-
-def _byte_progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
 
 
 class _DownloadBars:
@@ -166,7 +156,7 @@ def download(
     with fail_cleanly():
         entries = select_entries(load_manifest(manifest), only)
         try:
-            with _byte_progress() as progress:
+            with progress_display(in_bytes=True) as progress:
                 report = download_all(
                     entries,
                     dest,
@@ -210,17 +200,16 @@ def verify(dest: Path, manifest: Path | None, only: str | None) -> None:
     """Check the files in DEST against the manifest MD5s; exit 1 unless all are complete."""
     with fail_cleanly():
         entries = select_entries(load_manifest(manifest), only)
-        with _byte_progress() as progress:
-            tasks: dict[str, TaskID] = {}
+        with progress_display(in_bytes=True) as display:
+            bars = KeyedBars(display)
 
             def update(event: FileProgress) -> None:
-                if event.file not in tasks:
-                    tasks[event.file] = progress.add_task(
-                        f"{event.file} (MD5)", total=event.total_bytes
-                    )
-                progress.update(tasks[event.file], completed=event.done_bytes)
-                if event.done_bytes == event.total_bytes:
-                    progress.remove_task(tasks[event.file])
+                bars.update(
+                    f"{event.file} (MD5)",
+                    event.done_bytes,
+                    event.total_bytes,
+                    remove_when_done=True,
+                )
 
             report = verify_files(dest, entries, progress=update)
     labels = {
@@ -261,22 +250,11 @@ def extract(dest: Path, root: Path, max_shown: int) -> None:
         archives = find_archives(dest)
         if not archives:
             raise click.ClickException(f"{dest}: no Images_png_*.zip files here")
-        progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-        )
-        with progress:
-            tasks: dict[str, TaskID] = {}
+        with progress_display() as display:
+            bars = KeyedBars(display)
 
             def update(event: ExtractProgress) -> None:
-                if event.archive not in tasks:
-                    tasks[event.archive] = progress.add_task(
-                        event.archive, total=event.total_members
-                    )
-                progress.update(tasks[event.archive], completed=event.done_members)
+                bars.update(event.archive, event.done_members, event.total_members)
 
             report = extract_all(archives, root, progress=update)
     for result in report.archives:

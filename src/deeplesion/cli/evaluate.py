@@ -19,11 +19,11 @@ from deeplesion.evaluation.froc import (
     STRATA,
     evaluate_detection,
     ground_truth,
-    read_predictions,
 )
 from deeplesion.evaluation.froc3d import evaluate_detection_3d, read_boxes_3d, read_volume_list
 from deeplesion.evaluation.measurement import evaluate_measurements, read_measurements
 from deeplesion.evaluation.plot import plot_froc
+from deeplesion.evaluation.predictions import read_predictions
 from deeplesion.evaluation.tagging import (
     align_scores,
     choose_thresholds,

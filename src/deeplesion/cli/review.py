@@ -14,8 +14,9 @@ from deeplesion.cli._common import (
     load_table,
     progress_bar,
 )
-from deeplesion.data.annotations import LESION_TYPES, TYPE_CODES, LesionTable, split_code
+from deeplesion.data.annotations import LesionTable
 from deeplesion.data.windowing import WINDOW_PRESETS, parse_window
+from deeplesion.errors import InvalidArgumentError, NotFoundError
 
 _SPLIT = click.option(
     "--split",
@@ -39,40 +40,18 @@ _CSV = click.option(
 )
 
 
-def _type_codes(types: tuple[str, ...]) -> set[int]:
-    codes = set()
-    for text in types:
-        key = text.strip().lower().replace("-", " ").replace("_", " ")
-        if key in TYPE_CODES:
-            codes.add(TYPE_CODES[key])
-        elif key.lstrip("-").isdigit() and int(key) in LESION_TYPES:
-            codes.add(int(key))
-        else:
-            raise click.BadParameter(
-                f"unknown lesion type {text!r}; allowed: {', '.join(TYPE_CODES)} or "
-                f"{sorted(LESION_TYPES)}",
-                param_hint="--type",
-            )
-    return codes
-
-
 def _filter(table: LesionTable, splits=(), types=(), files=()) -> LesionTable:
-    if splits:
-        codes = {split_code(s) for s in splits}
-        table = table.select(lambda l: l.split_code in codes)
-    if types:
-        type_codes = _type_codes(types)
-        table = table.select(lambda l: l.coarse_type in type_codes)
-    if files:
-        names = {n.strip() for f in files for n in f.split(",") if n.strip()}
-        unknown = sorted(names - {l.file_name for l in table})
-        if unknown:
-            raise click.BadParameter(
-                f"not in {table.source} (after other filters): {', '.join(unknown)}",
-                param_hint="--files",
-            )
-        table = table.select(lambda l: l.file_name in names)
-    return table
+    """The library's filters, with bad values reported against the option that gave them."""
+    for hint, kwargs in (("--split", {"splits": splits}), ("--type", {"types": types})):
+        try:
+            table.filtered(**kwargs)
+        except InvalidArgumentError as exc:
+            raise click.BadParameter(str(exc), param_hint=hint) from None
+    names = [n for f in files for n in f.split(",")]
+    try:
+        return table.filtered(splits, types, names)
+    except NotFoundError as exc:
+        raise click.BadParameter(str(exc), param_hint="--files") from None
 
 
 def _odd_context(ctx, param, value: int) -> int:

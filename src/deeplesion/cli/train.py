@@ -5,23 +5,20 @@ torch is imported only inside the training commands (the ``[torch]`` extra).
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from deeplesion.cli._common import console, err_console, fail_cleanly, find_csv, load_table
+from deeplesion.cli._common import (
+    console,
+    err_console,
+    fail_cleanly,
+    find_csv,
+    load_table,
+    progress_bar,
+)
 from deeplesion.training.presets import PREPROCESSING_PRESETS
 
 _SPLITS = click.Choice(["train", "val", "test", "all"])
@@ -277,7 +274,7 @@ def train_detector_cmd(
             err_console.print(f"resuming from {out_dir / 'last.pt'} with its settings")
             _warn_ignored(out_dir, resume_differences(*saved, config, given))
             run_config = TrainConfig(epochs=epochs) if epochs is not None else None
-        with _bar("training") as update:
+        with progress_bar("training", lazy=True) as update:
 
             def progress(done: int, total: int, info: dict) -> None:
                 update(done, total)
@@ -345,31 +342,6 @@ def _warn_ignored(out_dir: Path, differences: list[tuple[str, object, object]]) 
         )
 
 
-@contextlib.contextmanager
-def _bar(description: str) -> Iterator:
-    """A rich progress bar, shown from the first ``update(done, total)`` on (so an error
-    before any work prints no empty bar)."""
-    with contextlib.ExitStack() as stack:
-        shown: dict = {}
-
-        def update(done: int, total: int) -> None:
-            if not shown:
-                bar = stack.enter_context(
-                    Progress(
-                        TextColumn("[bold]{task.description}"),
-                        BarColumn(),
-                        MofNCompleteColumn(),
-                        TimeElapsedColumn(),
-                        TimeRemainingColumn(),
-                        console=err_console,
-                    )
-                )
-                shown["bar"], shown["task"] = bar, bar.add_task(description, total=total)
-            shown["bar"].update(shown["task"], completed=done, total=total)
-
-        yield update
-
-
 @click.command("detect")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -406,7 +378,7 @@ def detect_cmd(
     from deeplesion.training.detector import detect
 
     _check_device(device)
-    with fail_cleanly(), _bar("detecting") as update:
+    with fail_cleanly(), progress_bar("detecting", lazy=True) as update:
         path = detect(
             root,
             checkpoint,

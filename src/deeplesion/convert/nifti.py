@@ -14,6 +14,9 @@ Layouts (both int16 HU, spacing in mm in ``pixdim``, qform = sform, code 2 "alig
 
 Files are written as one deterministic gzip stream (no name, mtime 0) under a temporary
 name and renamed; a manifest CSV lists every volume with its checksum.
+
+(Over 400 lines: the header, the streaming writer, the completeness check and the
+manifest share the record types here; running the tasks is in :mod:`.jobs`.)
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import csv
 import gzip
 import hashlib
 import importlib
+import os
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +46,7 @@ from deeplesion.convert.jobs import (
     shard_suffix,
 )
 from deeplesion.data.io import atomic_path
-from deeplesion.data.slices import read_png_raw
+from deeplesion.data.slices import png_to_hu, read_png_raw
 from deeplesion.data.volumes import SubVolume, VolumeIndex, VolumeProblem, index_volumes
 from deeplesion.errors import DeepLesionError, ImageReadError
 
@@ -274,7 +278,7 @@ def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compressi
                 try:
                     raw = decoded.result()
                     if buf is None:
-                        buf = np.empty(raw.shape, dtype="<u2")
+                        buf = np.empty(raw.shape, dtype="<i2")
                         rows, cols = raw.shape
                         shape = volume_shape(rows, cols, sub.n_slices, layout)
                         hdr = nifti_header(shape, sub.spacing_mm, layout, sub.first_slice, sub.name)
@@ -286,7 +290,7 @@ def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compressi
                         )
                 except ImageReadError as exc:
                     raise _SliceFailure(n, str(exc)) from exc
-                np.bitwise_xor(raw, np.uint16(0x8000), out=buf)  # PNG value -> int16 HU bits
+                png_to_hu(raw, out=buf)
                 # NIfTI stores the first axis fastest: project = the slice's rows as they are
                 emit(comp.compress(buf if layout == "project" else np.ascontiguousarray(buf.T)))
         emit(comp.flush())
@@ -296,13 +300,8 @@ def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compressi
 
 
 def _sha256(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+        return hashlib.file_digest(fh, "sha256").hexdigest(), os.fstat(fh.fileno()).st_size
 
 
 def check_volume(

@@ -189,10 +189,15 @@ def _known_boxes(out_dir: Path) -> dict[str, tuple[Box, ...]]:
         tables = read_boxes(out_dir)
     except (DeepLesionError, ValueError, KeyError, OSError):
         return {}
-    return {
-        name: tuple(None if r[0] < 0 else tuple(int(v) for v in r) for r in rows)  # type: ignore[misc]
-        for name, rows in tables.items()
-    }
+    return {name: tuple(_box(r) for r in rows) for name, rows in tables.items()}
+
+
+def _box(row) -> Box:
+    """A stored box row: ``(x0, y0, x1, y1)``, or None where ``x0`` is negative (no body)."""
+    if row[0] < 0:
+        return None
+    x0, y0, x1, y1 = (int(v) for v in row)
+    return x0, y0, x1, y1
 
 
 def build_store(

@@ -108,6 +108,7 @@ def _write_run(task: StoreTask, sub: SubVolume, path: Path) -> tuple[StoreEntry,
 
 def _entry(sub: SubVolume, fmt: str, shape: tuple[int, ...]) -> StoreEntry:
     assert sub.spacing_mm is not None
+    x_mm, y_mm, z_mm = (float(v) for v in sub.spacing_mm)
     return StoreEntry(
         sub.name,
         array_relpath(sub, fmt),
@@ -115,7 +116,7 @@ def _entry(sub: SubVolume, fmt: str, shape: tuple[int, ...]) -> StoreEntry:
         sub.last_slice,
         int(shape[0]),
         int(shape[1]),
-        tuple(float(v) for v in sub.spacing_mm),  # type: ignore[arg-type]
+        (x_mm, y_mm, z_mm),
     )
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
-import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deeplesion.data.checks import Problem, check_lesion
+from deeplesion.data.checks import Problem, check_lesions
 from deeplesion.data.lesion import (
     BOX_PADDING_PX,
     LESION_TYPES,
@@ -30,9 +28,11 @@ from deeplesion.data.lesion import (
     index_to_px1,
     px1_to_index,
     split_code,
+    type_code,
 )
-from deeplesion.data.paths import parse_file_name
-from deeplesion.errors import AnnotationError
+from deeplesion.data.parse import COLUMNS, parse_columns, parse_row
+from deeplesion.data.table import read_table
+from deeplesion.errors import AnnotationError, NotFoundError
 
 __all__ = [
     "BOX_PADDING_PX",
@@ -49,162 +49,19 @@ __all__ = [
     "git_blob_id",
     "index_to_px1",
     "is_official",
-    "iter_rows",
     "lesions_frame",
     "load_lesions",
     "parse_row",
     "px1_to_index",
+    "read_dl_info",
     "split_code",
+    "type_code",
     "write_dl_info",
 ]
 
 #: SHA-1 git blob id (``git hash-object``) of the official DL_info.csv.
 OFFICIAL_BLOB_ID = "f954fe34176b3443f0d89b21e21367754637aa43"
 OFFICIAL_ROWS = 32735
-
-COLUMNS = (
-    "File_name",
-    "Patient_index",
-    "Study_index",
-    "Series_ID",
-    "Key_slice_index",
-    "Measurement_coordinates",
-    "Bounding_boxes",
-    "Lesion_diameters_Pixel_",
-    "Normalized_lesion_location",
-    "Coarse_lesion_type",
-    "Possibly_noisy",
-    "Slice_range",
-    "Spacing_mm_px_",
-    "Image_size",
-    "DICOM_windows",
-    "Patient_gender",
-    "Patient_age",
-    "Train_Val_Test",
-)
-
-# --------------------------------------------------------------------------- parsing
-
-
-class _BadCell(Exception):
-    """Internal: a cell problem, turned into AnnotationError with file and line."""
-
-    def __init__(self, column: str, value: object, message: str) -> None:
-        super().__init__(message)
-        self.column, self.value, self.message = column, value, message
-
-
-def _numbers(cells: dict[str, str], column: str, count: int, integer: bool = False) -> tuple:
-    text = cells[column]
-    parts = text.split(",")
-    if len(parts) != count:
-        raise _BadCell(column, text, f"expected {count} comma-separated values, found {len(parts)}")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        raise _BadCell(column, text, "not a number") from None
-    if not all(map(math.isfinite, values)):
-        raise _BadCell(column, text, "non-finite number")
-    if integer:
-        whole = [int(v) for v in values]
-        if whole != values:
-            raise _BadCell(column, text, "expected whole numbers")
-        return tuple(whole)
-    return tuple(values)
-
-
-def _integer(cells: dict[str, str], column: str, allowed=None, hint: str = "") -> int:
-    value = _numbers(cells, column, 1, integer=True)[0]
-    if allowed is not None and value not in allowed:
-        raise _BadCell(column, cells[column], hint)
-    return value
-
-
-def parse_row(cells: Mapping[str, str | None], row_index: int, *, file: str = "") -> Lesion:
-    """Parse one CSV row (column name -> text) into a :class:`Lesion`.
-
-    Raises :class:`AnnotationError` naming file, line, column and value.
-    """
-    try:
-        return _parse_row(cells, row_index)
-    except _BadCell as bad:
-        raise AnnotationError(
-            bad.message, file=file, line=row_index + 2, column=bad.column, value=bad.value
-        ) from None
-
-
-def _parse_row(given: Mapping[str, str | None], row_index: int) -> Lesion:
-    cells = {column: text for column, text in given.items() if text is not None}
-    for column in COLUMNS:
-        if column not in cells:
-            raise _BadCell(column, None, "missing cell")
-    file_name = cells["File_name"].strip()
-    try:
-        name = parse_file_name(file_name)
-    except ValueError as exc:
-        raise _BadCell("File_name", cells["File_name"], str(exc)) from None
-    sex = cells["Patient_gender"].strip()
-    if sex not in ("M", "F"):
-        raise _BadCell("Patient_gender", cells["Patient_gender"], "expected M or F")
-    age_text = cells["Patient_age"].strip()
-    age = None if age_text.lower() in ("nan", "") else _numbers(cells, "Patient_age", 1)[0]
-    lesion = Lesion(
-        row_index=row_index,
-        file_name=file_name,
-        patient_index=_integer(cells, "Patient_index"),
-        study_index=_integer(cells, "Study_index"),
-        series_id=_integer(cells, "Series_ID"),
-        key_slice_index=_integer(cells, "Key_slice_index"),
-        recist_px1=_numbers(cells, "Measurement_coordinates", 8),
-        box_px1=_numbers(cells, "Bounding_boxes", 4),
-        diameters_px=_numbers(cells, "Lesion_diameters_Pixel_", 2),
-        location_norm=_numbers(cells, "Normalized_lesion_location", 3),
-        coarse_type=_integer(
-            cells,
-            "Coarse_lesion_type",
-            LESION_TYPES,
-            f"unknown lesion type code (allowed: {sorted(LESION_TYPES)})",
-        ),
-        possibly_noisy=bool(_integer(cells, "Possibly_noisy", (0, 1), "expected 0 or 1")),
-        slice_range=_numbers(cells, "Slice_range", 2, integer=True),
-        spacing_mm=_numbers(cells, "Spacing_mm_px_", 3),
-        image_size=_numbers(cells, "Image_size", 2, integer=True),
-        dicom_window_hu=_numbers(cells, "DICOM_windows", 2),
-        sex=sex,
-        age_years=age,
-        split_code=_integer(
-            cells, "Train_Val_Test", SPLITS, "expected 1 (train), 2 (val) or 3 (test)"
-        ),
-    )
-    parsed = (lesion.patient_index, lesion.study_index, lesion.series_id, lesion.key_slice_index)
-    named = (name.patient, name.study, name.series, name.slice_number)
-    for column, a, b in zip(
-        ("Patient_index", "Study_index", "Series_ID", "Key_slice_index"), parsed, named
-    ):
-        if a != b:
-            raise _BadCell(column, cells[column], f"disagrees with File_name {file_name!r} ({b})")
-    return lesion
-
-
-def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str | None]]]:
-    """Yield (0-based row index, cells) for each data row; checks the header."""
-    from deeplesion.data.io import read_text
-
-    path = Path(path)
-    with io.StringIO(read_text(path), newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise AnnotationError("empty file", file=str(path), line=1)
-        # Columns are found by name, so extra columns (e.g. a leading index) are tolerated.
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise AnnotationError(f"missing columns {missing}", file=str(path), line=1)
-        positions = {c: header.index(c) for c in COLUMNS}
-        for row_index, row in enumerate(reader):
-            if not row:
-                continue
-            yield row_index, {c: (row[i] if i < len(row) else None) for c, i in positions.items()}
 
 
 # --------------------------------------------------------------------------- tables
@@ -233,6 +90,57 @@ class LesionTable:
         code = split_code(split)
         return self.select(lambda l: l.split_code == code)
 
+    def filtered(
+        self,
+        splits: Iterable[str | int] = (),
+        types: Iterable[str | int] = (),
+        file_names: Iterable[str] = (),
+    ) -> LesionTable:
+        """The lesions of any of ``splits``, of any of ``types`` (names or codes, see
+        :func:`.lesion.type_code`) and on any of ``file_names`` (each filter only when given).
+
+        Unknown splits or types raise InvalidArgumentError; file names that no lesion left
+        by the other filters has raise :class:`NotFoundError` naming them.
+        """
+        table = self
+        split_codes = {split_code(s) for s in splits}
+        if split_codes:
+            table = table.select(lambda l: l.split_code in split_codes)
+        type_codes = {type_code(t) for t in types}
+        if type_codes:
+            table = table.select(lambda l: l.coarse_type in type_codes)
+        names = {n.strip() for n in file_names if n.strip()}
+        if names:
+            unknown = sorted(names - {l.file_name for l in table})
+            if unknown:
+                raise NotFoundError(
+                    f"not in {self.source} (after other filters): {', '.join(unknown)}"
+                )
+            table = table.select(lambda l: l.file_name in names)
+        return table
+
+    def find(self, name: str, which: int = 1) -> Lesion:
+        """Lesion number ``which`` (1-based, file order) on key slice ``name``, or the
+        lesion of data row ``name`` when no key slice has that name."""
+        matches = [l for l in self.lesions if l.file_name == name]
+        if not matches and name.isdigit():
+            matches = [l for l in self.lesions if l.row_index == int(name)]
+        if not matches:
+            raise NotFoundError(f"no lesion with file name or row index {name!r}")
+        if not 1 <= which <= len(matches):
+            raise NotFoundError(
+                f"{name} has {len(matches)} lesion(s); --lesion must be 1..{len(matches)}"
+            )
+        return matches[which - 1]
+
+    @property
+    def fatal_problems(self) -> list:
+        return [p for p in self.problems if p.fatal]
+
+    @property
+    def warnings(self) -> list:
+        return [p for p in self.problems if not p.fatal]
+
     def by_file_name(self) -> dict[str, list[Lesion]]:
         """Key slice -> its lesions, in file order."""
         out: dict[str, list[Lesion]] = {}
@@ -249,26 +157,55 @@ def load_lesions(path: str | Path, *, strict: bool = False) -> LesionTable:
     """Load DL_info.csv (or a split or excerpt of it) into a :class:`LesionTable`.
 
     Non-strict: rows that cannot be parsed are left out and recorded as fatal problems in
-    ``table.problems``, together with the consistency problems of :func:`validation.check_lesion`.
+    ``table.problems``, together with the consistency problems of :func:`.checks.check_lesion`.
     Strict: the first fatal problem raises :class:`AnnotationError`.
     """
-    path = Path(path)
-    lesions: list[Lesion] = []
-    problems: list[Problem] = []
-    for row_index, cells in iter_rows(path):
-        try:
-            lesion = parse_row(cells, row_index, file=str(path))
-        except AnnotationError as exc:
-            if strict:
-                raise
-            problems.append(Problem.from_error(exc))
-            continue
-        for problem in check_lesion(lesion, file=str(path)):
-            if strict and problem.fatal:
+    _, lesions, problems = read_dl_info(path)
+    if strict:
+        for problem in problems:
+            if problem.fatal:
                 raise problem.to_error()
-            problems.append(problem)
-        lesions.append(lesion)
     return LesionTable(str(path), lesions, problems)
+
+
+def read_dl_info(path: str | Path) -> tuple[int, list[Lesion], list[Problem]]:
+    """(data rows, lesions that parse, every problem in line order) of a DL_info.csv.
+
+    Read by the shared table reader (:mod:`.table`): columns by name, blank lines skipped,
+    a row longer than the header is a fatal problem (and left out).
+    """
+    table = read_table(path, COLUMNS, numbers=_NUMBER_COLUMNS, error=AnnotationError)
+    parsed = parse_columns(table)
+    lesions, fast = parsed.lesions, parsed.fast
+    problems = [Problem.from_error(e) for e in parsed.errors]
+    if fast.all():
+        problems += check_lesions(lesions, file=table.source, arrays=parsed.arrays)
+    else:
+        built = [l for l, f in zip(lesions, fast.tolist()) if f]
+        problems += check_lesions(built, file=table.source, arrays=parsed.arrays)
+        problems += check_lesions([l for l, f in zip(lesions, fast) if not f], file=table.source)
+    if table.width_problems:
+        too_long = {w.line for w in table.width_problems}
+        lesions = [l for l in lesions if l.row_index + 2 not in too_long]
+        problems = [p for p in problems if p.line not in too_long]
+        problems += [
+            Problem(table.source, w.line, "", w.text, w.message) for w in table.width_problems
+        ]
+    problems.sort(key=lambda p: p.line or 0)  # stable: a row's problems keep their order
+    return len(table), lesions, problems
+
+
+#: Columns read as numbers by the table reader (the rest stay text).
+_NUMBER_COLUMNS = (
+    "Patient_index",
+    "Study_index",
+    "Series_ID",
+    "Key_slice_index",
+    "Coarse_lesion_type",
+    "Possibly_noisy",
+    "Train_Val_Test",
+    "Patient_age",
+)
 
 
 _FRAME_COLUMNS = {

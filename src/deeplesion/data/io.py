@@ -55,9 +55,13 @@ def read_text(path: str | Path) -> str:
     Bytes that are not UTF-8 raise :class:`~deeplesion.errors.CellError` naming the file,
     the line and the offending byte, instead of a bare UnicodeDecodeError.
     """
+    return decode_utf8(Path(path).read_bytes(), path)
+
+
+def decode_utf8(data: bytes, path: str | Path) -> str:
+    """``data`` (the content of ``path``) as text, a leading BOM dropped; see :func:`read_text`."""
     from deeplesion.errors import CellError
 
-    data = Path(path).read_bytes()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

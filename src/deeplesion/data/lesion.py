@@ -139,6 +139,22 @@ def index_to_px1(xy_index: Iterable[float]) -> np.ndarray:
     return np.asarray(list(xy_index), dtype=np.float64) + 1.0
 
 
+def box_px1_to_coco(box_px1: Iterable[float]) -> list[float]:
+    """DL_info (x1, y1, x2, y2) 1-based -> COCO [x, y, w, h]: the 0-based index of the
+    top-left pixel, and inclusive extents (pixel counts, ``x2 - x1 + 1``)."""
+    x1, y1, x2, y2 = (float(v) for v in box_px1)
+    x, y = px1_to_index((x1, y1)).tolist()
+    return [x, y, x2 - x1 + 1.0, y2 - y1 + 1.0]
+
+
+def coco_to_box_px1(bbox: Iterable[float]) -> tuple[float, float, float, float]:
+    """Inverse of :func:`box_px1_to_coco`. The last pixel's 1-based coordinate is the
+    first one's 0-based index plus the extent (``x + w``)."""
+    x, y, w, h = (float(v) for v in bbox)
+    x1, y1 = index_to_px1((x, y)).tolist()
+    return x1, y1, x + w, y + h
+
+
 def split_code(split: str | int) -> int:
     """'train'/'val'/'test' or 1/2/3 -> 1/2/3; ValueError naming allowed values.
 
@@ -152,3 +168,16 @@ def split_code(split: str | int) -> int:
     if isinstance(split, str) and split in SPLIT_CODES:
         return SPLIT_CODES[split]
     raise InvalidArgumentError(f"unknown split {split!r}; allowed: {sorted(SPLIT_CODES)}")
+
+
+def type_code(text: str | int) -> int:
+    """A Coarse_lesion_type code from its name (``'liver'``, ``'soft tissue'``,
+    ``'soft-tissue'``) or its number; InvalidArgumentError naming the allowed ones."""
+    key = str(text).strip().lower().replace("-", " ").replace("_", " ")
+    if key in TYPE_CODES:
+        return TYPE_CODES[key]
+    if key.lstrip("-").isdigit() and int(key) in LESION_TYPES:
+        return int(key)
+    raise InvalidArgumentError(
+        f"unknown lesion type {text!r}; allowed: {', '.join(TYPE_CODES)} or {sorted(LESION_TYPES)}"
+    )

@@ -6,6 +6,9 @@ a mutually consistent 18-column ``DL_info.csv`` and ``sample_truth.csv`` (the gr
 Images are simple CT-like phantoms (air, body outline, subcutaneous fat, muscle, lungs,
 heart, liver, spleen, kidneys, aorta, spine, pelvis, noise) with the lesions drawn where
 the annotations say. Same seed, same bytes.
+
+(Over 400 lines: about half is the sample's specification, series by series, which reads
+best in one place next to the code that draws it.)
 """
 
 from __future__ import annotations

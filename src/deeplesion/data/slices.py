@@ -18,10 +18,11 @@ from deeplesion.errors import ImageReadError, InvalidArgumentError, InvalidTypeE
 HU_OFFSET = 32768
 
 
-def png_to_hu(raw: np.ndarray) -> np.ndarray:
+def png_to_hu(raw: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
     """Raw PNG values (uint16, or int32 from old Pillow) -> int16 HU, without wrap-around.
 
-    Flipping the sign bit of a uint16 is exactly ``value - 32768`` in int16.
+    Flipping the sign bit of a uint16 is exactly ``value - 32768`` in int16. ``out`` (an
+    int16 array of ``raw``'s shape, e.g. one slice of a volume buffer) receives the result.
 
     Example:
 
@@ -30,8 +31,14 @@ def png_to_hu(raw: np.ndarray) -> np.ndarray:
         [-32768, -1024, 0, 32767]
     """
     raw = np.asarray(raw)
+    if raw.dtype == np.uint16 and out is not None:
+        np.bitwise_xor(raw, np.uint16(0x8000), out=out.view(np.uint16))
+        return out
     if raw.dtype == np.uint16:
         return (raw ^ np.uint16(0x8000)).view(np.int16)
+    if out is not None:
+        out[...] = png_to_hu(raw)
+        return out
     if np.issubdtype(raw.dtype, np.integer):
         if raw.size and (raw.min() < 0 or raw.max() > 0xFFFF):
             raise InvalidArgumentError("PNG values must lie in 0..65535")

@@ -27,6 +27,7 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -254,7 +255,7 @@ class StoreSource:
         try:
             if self.format == "npy":
                 return self._read_npy(path, entry, k)
-            return np.asarray(self._array(path)[k], dtype=np.int16)  # type: ignore[index]
+            return np.asarray(self._array(path)[k], dtype=np.int16)
         except (OSError, ValueError, KeyError) as exc:
             raise ImageReadError(f"{path}: slice {slice_number}: {exc}") from None
 
@@ -290,7 +291,7 @@ class StoreSource:
                 raise StoreError("file shorter than its header says")
         return out
 
-    def _array(self, path: Path) -> object:
+    def _array(self, path: Path) -> Any:  # a zarr array (zarr is optional, not typed here)
         key = str(path)
         if key in self._open:
             self._open.move_to_end(key)

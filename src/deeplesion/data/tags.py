@@ -16,6 +16,9 @@ Files (from the NIH LesaNet release, ``program_data/``):
 
 Row indexes mean nothing in a split file or an excerpt, so :func:`join_tags` accepts only
 the official DL_info.csv (checked by its git blob id) unless told otherwise.
+
+(Over 400 lines: the three LesaNet files, their joining with DL_info and the ontology are
+read together because each check refers to the others.)
 """
 
 from __future__ import annotations

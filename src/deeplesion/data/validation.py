@@ -6,10 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deeplesion.data.annotations import iter_rows, parse_row
+from deeplesion.data.annotations import read_dl_info
 from deeplesion.data.checks import Problem, check_lesion
 from deeplesion.data.paths import key_slice_path
-from deeplesion.errors import AnnotationError
 
 __all__ = ["Problem", "ValidationReport", "check_lesion", "validate"]
 
@@ -42,35 +41,31 @@ def validate(
     """Check every row of a DL_info.csv; with ``images_root``, also that key slices exist
     (release layout, or a flat folder of key slices named by ``File_name``).
 
-    ``progress`` is called with the number of rows checked so far, every 1000 rows.
+    ``progress`` is called with the number of rows checked so far: every 1000 rows while
+    images are looked for, and once at the end.
     """
     path = Path(path)
-    report = ValidationReport(str(path))
-    seen: dict[str, int] = {}
-    for row_index, cells in iter_rows(path):
-        report.rows += 1
-        if progress and report.rows % 1000 == 0:
-            progress(report.rows)
-        try:
-            lesion = parse_row(cells, row_index, file=str(path))
-        except AnnotationError as exc:
-            report.problems.append(Problem.from_error(exc))
-            continue
-        report.problems.extend(check_lesion(lesion, file=str(path)))
-        if images_root is not None:
+    rows, lesions, problems = read_dl_info(path)
+    report = ValidationReport(str(path), rows, problems)
+    if images_root is not None:
+        seen: dict[str, bool] = {}
+        for done, lesion in enumerate(lesions, start=1):
+            if progress and done % 1000 == 0:
+                progress(done)
             if lesion.file_name not in seen:
                 seen[lesion.file_name] = key_slice_path(images_root, lesion.file_name).is_file()
             if not seen[lesion.file_name]:
                 png = Path(images_root) / lesion.png_relpath
-                report.problems.append(
+                problems.append(
                     Problem(
                         str(path),
-                        row_index + 2,
+                        lesion.row_index + 2,
                         "File_name",
                         lesion.file_name,
                         f"image missing: {png}",
                     )
                 )
+        problems.sort(key=lambda p: p.line or 0)
     if progress:
         progress(report.rows)
     return report

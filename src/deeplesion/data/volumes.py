@@ -20,7 +20,7 @@ import numpy as np
 from deeplesion.data.annotations import Lesion, load_lesions
 from deeplesion.data.context import context_offsets_mm, plan_context
 from deeplesion.data.paths import IMAGES_DIR, parse_folder, slice_path
-from deeplesion.data.slices import read_png_raw
+from deeplesion.data.slices import png_to_hu, read_png_raw
 from deeplesion.errors import DeepLesionError, ImageReadError
 
 _SLICE_FILE = re.compile(r"^(\d{3,})\.png$")
@@ -208,6 +208,12 @@ def _folder_spacing(
     return x_mm, y_mm, z_mm
 
 
+def _row_without_image(row: Lesion, detail: str) -> VolumeProblem:
+    return VolumeProblem(
+        "row-without-image", row.series_folder, row.key_slice_index, row.row_index, detail=detail
+    )
+
+
 def index_volumes(
     root: str | Path,
     csv_path: str | Path | None = None,
@@ -281,15 +287,7 @@ def index_volumes(
             volumes.append(SubVolume(folder, first, last, spacing, lesions))
         for r in rows:
             if r.key_slice_index not in present:
-                problems.append(
-                    VolumeProblem(
-                        "row-without-image",
-                        folder,
-                        r.key_slice_index,
-                        r.row_index,
-                        detail=f"{r.png_relpath} missing or unreadable",
-                    )
-                )
+                problems.append(_row_without_image(r, f"{r.png_relpath} missing or unreadable"))
             else:
                 lo, hi = r.slice_range
                 lacking = [n for n in range(lo, hi + 1) if n not in present]
@@ -305,16 +303,7 @@ def index_volumes(
                     )
     for folder, rows in rows_by_folder.items():
         if folder not in series:
-            for r in rows:
-                problems.append(
-                    VolumeProblem(
-                        "row-without-image",
-                        folder,
-                        r.key_slice_index,
-                        r.row_index,
-                        detail=f"no folder {IMAGES_DIR}/{folder}",
-                    )
-                )
+            problems += [_row_without_image(r, f"no folder {IMAGES_DIR}/{folder}") for r in rows]
     problems.sort(key=VolumeProblem.sort_key)
     return VolumeIndex(root, Path(csv_path) if csv_path else None, volumes, series, problems)
 
@@ -365,10 +354,9 @@ class Volume:
         return out
 
 
-def read_slice_raw_into(path: Path, out: np.ndarray) -> None:
-    """Decode one PNG into ``out`` (uint16 ``[row, col]``) as int16 HU bits.
+def read_slice_hu_into(path: Path, out: np.ndarray) -> None:
+    """Decode one PNG into ``out`` (int16 ``[row, col]``) as HU.
 
-    ``out`` is a uint16 buffer; viewed as int16 it holds HU (sign bit flipped = -32768).
     Raises :class:`ImageReadError` for unreadable files or a size other than ``out``'s.
     """
     raw = read_png_raw(path)
@@ -377,18 +365,18 @@ def read_slice_raw_into(path: Path, out: np.ndarray) -> None:
             f"{path}: size {raw.shape[0]}x{raw.shape[1]} differs from "
             f"{out.shape[0]}x{out.shape[1]} of the run's first slice"
         )
-    np.bitwise_xor(raw, np.uint16(0x8000), out=out)
+    png_to_hu(raw, out=out)
 
 
 def load_subvolume(root: str | Path, subvolume: SubVolume) -> Volume:
     """Read a sub-volume's slices into one int16 HU :class:`Volume`."""
     paths = subvolume.slice_paths(root)
     first = read_png_raw(paths[0])
-    buf = np.empty((len(paths),) + first.shape, dtype=np.uint16)
-    np.bitwise_xor(first, np.uint16(0x8000), out=buf[0])
+    buf = np.empty((len(paths),) + first.shape, dtype=np.int16)
+    png_to_hu(first, out=buf[0])
     for k, path in enumerate(paths[1:], start=1):
-        read_slice_raw_into(path, buf[k])
-    return Volume(subvolume, buf.view(np.int16).transpose(2, 1, 0))
+        read_slice_hu_into(path, buf[k])
+    return Volume(subvolume, buf.transpose(2, 1, 0))
 
 
 def lesion_subvolume(lesion: Lesion) -> SubVolume:

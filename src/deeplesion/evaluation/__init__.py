@@ -14,12 +14,12 @@ from deeplesion.evaluation.froc import (
     GroundTruth,
     evaluate_detection,
     ground_truth,
-    read_predictions,
     write_predictions_csv,
 )
 from deeplesion.evaluation.froc3d import Boxes3D, evaluate_detection_3d, read_boxes_3d
 from deeplesion.evaluation.measurement import evaluate_measurements, measurement_errors
 from deeplesion.evaluation.plot import PUBLISHED_FROC, plot_froc
+from deeplesion.evaluation.predictions import read_predictions
 from deeplesion.evaluation.sweep import FrocCurve, read_curve, sweep
 from deeplesion.evaluation.synthetic import noisy_predictions
 from deeplesion.evaluation.tagging import auc, choose_thresholds, tagging_metrics

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from deeplesion.data.io import read_text
+from deeplesion.data.table import WidthProblem, read_table
 from deeplesion.evaluation.errors import EvaluationError, PredictionError
 from deeplesion.evaluation.froc import rate_key
 from deeplesion.evaluation.sweep import FrocCurve, read_curve, sweep
@@ -59,46 +60,35 @@ def read_boxes_3d(path: str | Path, *, scored: bool, strict: bool = False) -> Bo
             raise error
         problems.append(error)
 
-    with io.StringIO(read_text(path), newline="") as fh:
-        reader = csv.reader(fh)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise PredictionError(
-                f"missing columns {missing}; expected {','.join(columns)}", file=str(path), line=1
-            )
-        pos = [header.index(c) for c in columns]
-        line = reader.line_num
-        for row in reader:
-            line, end = line + 1, reader.line_num
-            if not row:
-                line = end
-                continue
-            if len(row) != len(header):
-                problem(f"expected {len(header)} cells, found {len(row)}", line, "", ",".join(row))
-                line = end
-                continue
-            values = []
-            for column, p in zip(columns[1:], pos[1:]):
-                try:
-                    v = float(row[p])
-                except ValueError:
-                    problem("not a number", line, column, row[p])
+    table = read_table(path, columns, error=PredictionError, hint=f"expected {','.join(columns)}")
+    for line, cells in table.rows():
+        if isinstance(cells, WidthProblem):
+            problem(cells.message, line, "", cells.text)
+            continue
+        values = []
+        for column in columns[1:]:
+            text = cells[column]
+            if text is None:
+                problem("missing cell", line, column, None)
+                break
+            try:
+                v = float(text)
+            except ValueError:
+                problem("not a number", line, column, text)
+                break
+            if not math.isfinite(v):
+                problem("non-finite value", line, column, text)
+                break
+            values.append(v)
+        else:
+            for axis in range(3):
+                if values[axis + 3] < values[axis]:
+                    col = columns[axis + 4]
+                    problem(f"{col} < {columns[axis + 1]}", line, col, cells[col])
                     break
-                if not math.isfinite(v):
-                    problem("non-finite value", line, column, row[p])
-                    break
-                values.append(v)
             else:
-                for axis in range(3):
-                    if values[axis + 3] < values[axis]:
-                        col = columns[axis + 4]
-                        problem(f"{col} < {columns[axis + 1]}", line, col, row[pos[axis + 4]])
-                        break
-                else:
-                    volumes.append(row[pos[0]].strip())
-                    rows.append(values)
-            line = end
+                volumes.append(str(cells[columns[0]]))
+                rows.append(values)
     arr = np.array(rows, dtype=np.float64).reshape(-1, 7 if scored else 6)
     return Boxes3D(volumes, arr[:, :6], arr[:, 6] if scored else None, problems)
 

@@ -14,16 +14,14 @@ long axis ``x11, y11, x12, y12`` then short axis ``x21, y21, x22, y22``.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from deeplesion.data.annotations import Lesion
-from deeplesion.data.io import read_text
+from deeplesion.data.annotations import Lesion, index_to_px1
+from deeplesion.data.table import WidthProblem, read_table
 from deeplesion.evaluation.errors import EvaluationError, PredictionError
 
 RECIST_COLUMNS = ("x11", "y11", "x12", "y12", "x21", "y21", "x22", "y22")
@@ -75,7 +73,7 @@ def mask_contour_px1(mask: np.ndarray) -> np.ndarray:
     padded = np.pad(m, 1, constant_values=False)
     inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     rows, cols = np.nonzero(m & ~inner)
-    return np.column_stack([cols + 1.0, rows + 1.0])
+    return index_to_px1(np.column_stack([cols, rows]).astype(np.float64)).reshape(-1, 2)
 
 
 @dataclass
@@ -153,63 +151,49 @@ def read_measurements(
     chosen: list[Lesion] = []
     recists: list[list[float]] = []
     contours: list[np.ndarray | None] = []
-    with io.StringIO(read_text(path), newline="") as fh:
-        reader = csv.reader(fh)
-        header = [h.strip() for h in next(reader, [])]
-        need = ("row_index", "file_name") + RECIST_COLUMNS
-        missing = [c for c in need if c not in header]
-        if missing:
-            raise PredictionError(f"missing columns {missing}", file=str(path), line=1)
-        pos = {c: header.index(c) for c in need}
-        contour_pos = header.index("contour") if "contour" in header else None
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                continue
+    need = ("row_index", "file_name") + RECIST_COLUMNS
+    table = read_table(path, need, error=PredictionError, optional=("contour",))
+    for line, cells in table.rows():
 
-            def err(message: str, column: str, value: object) -> PredictionError:
-                return PredictionError(
-                    message, file=str(path), line=line, column=column, value=value
-                )
+        def err(message: str, column: str, value: object) -> PredictionError:
+            return PredictionError(message, file=str(path), line=line, column=column, value=value)
 
-            if len(row) != len(header):
-                raise err(f"expected {len(header)} cells, found {len(row)}", "", ",".join(row))
+        if isinstance(cells, WidthProblem):
+            raise err(cells.message, "", cells.text)
+        absent = [c for c in need if cells[c] is None]
+        if absent:
+            raise err("missing cell", absent[0], None)
+        try:
+            row_index = int(str(cells["row_index"]))
+        except ValueError:
+            raise err("not an integer", "row_index", cells["row_index"]) from None
+        lesion = by_row.get(row_index)
+        if lesion is None:
+            raise err("no such lesion row in the annotations", "row_index", row_index)
+        if cells["file_name"] != lesion.file_name:
+            raise err(f"row {row_index} is {lesion.file_name}", "file_name", cells["file_name"])
+        values = []
+        for c in RECIST_COLUMNS:
             try:
-                row_index = int(row[pos["row_index"]])
+                v = float(str(cells[c]))
             except ValueError:
-                raise err("not an integer", "row_index", row[pos["row_index"]]) from None
-            lesion = by_row.get(row_index)
-            if lesion is None:
-                raise err("no such lesion row in the annotations", "row_index", row_index)
-            if row[pos["file_name"]].strip() != lesion.file_name:
-                raise err(
-                    f"row {row_index} is {lesion.file_name}", "file_name", row[pos["file_name"]]
-                )
-            values = []
-            for c in RECIST_COLUMNS:
-                try:
-                    v = float(row[pos[c]])
-                except ValueError:
-                    raise err("not a number", c, row[pos[c]]) from None
-                if not np.isfinite(v):
-                    raise err("non-finite value", c, row[pos[c]])
-                values.append(v)
-            contour = None
-            if contour_pos is not None and row[contour_pos].strip():
-                try:
-                    numbers = [float(v) for v in row[contour_pos].split()]
-                except ValueError:
-                    raise err(
-                        "contour must be numbers 'x y x y ...'", "contour", row[contour_pos]
-                    ) from None
-                if len(numbers) % 2 or not np.isfinite(numbers).all():
-                    raise err(
-                        "contour needs an even count of finite numbers", "contour", row[contour_pos]
-                    )
-                contour = np.array(numbers).reshape(-1, 2)
-            chosen.append(lesion)
-            recists.append(values)
-            contours.append(contour)
+                raise err("not a number", c, cells[c]) from None
+            if not np.isfinite(v):
+                raise err("non-finite value", c, cells[c])
+            values.append(v)
+        contour = None
+        text = cells.get("contour")
+        if text:
+            try:
+                numbers = [float(v) for v in text.split()]
+            except ValueError:
+                raise err("contour must be numbers 'x y x y ...'", "contour", text) from None
+            if len(numbers) % 2 or not np.isfinite(numbers).all():
+                raise err("contour needs an even count of finite numbers", "contour", text)
+            contour = np.array(numbers).reshape(-1, 2)
+        chosen.append(lesion)
+        recists.append(values)
+        contours.append(contour)
     return chosen, np.array(recists, dtype=np.float64).reshape(-1, 8), contours
 
 

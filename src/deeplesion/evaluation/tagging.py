@@ -19,15 +19,13 @@ NIH authors' evaluation code:
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from deeplesion.data.io import read_text
+from deeplesion.data.table import WidthProblem, read_table
 from deeplesion.data.tags import load_hand_labeled, load_text_mined
 from deeplesion.evaluation.errors import EvaluationError, PredictionError
 
@@ -267,49 +265,33 @@ def read_tag_scores(path: str | Path, terms: Sequence[str]) -> tuple[np.ndarray,
     Returns ``(lesion_idxs, scores[lesion, tag])`` with tags in ``terms`` order.
     """
     path = Path(path)
-    with io.StringIO(read_text(path), newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if not header or header[0].strip() != "lesion_idx":
-            raise PredictionError("expected header lesion_idx,<term>,...", file=str(path), line=1)
-        header = [h.strip() for h in header]
-        missing = [t for t in terms if t not in header]
-        if missing:
-            raise PredictionError(
-                f"missing term columns {missing[:5]}{' ...' if len(missing) > 5 else ''}",
-                file=str(path),
-                line=1,
-            )
-        pos = [header.index(t) for t in terms]
-        idxs, rows = [], []
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise PredictionError(
-                    f"expected {len(header)} cells, found {len(row)}", file=str(path), line=line
-                )
+    table = read_table(path, ["lesion_idx", *terms], error=PredictionError)
+    if table.header[0] != "lesion_idx":
+        raise PredictionError("expected header lesion_idx,<term>,...", file=str(path), line=1)
+    idxs, rows = [], []
+    for line, cells in table.rows():
+
+        def err(message: str, column: str = "", value: object = None) -> PredictionError:
+            return PredictionError(message, file=str(path), line=line, column=column, value=value)
+
+        if isinstance(cells, WidthProblem):
+            raise err(cells.message, "", cells.text)
+        try:
+            idxs.append(int(str(cells["lesion_idx"])))
+        except ValueError:
+            raise err("not an integer", "lesion_idx", cells["lesion_idx"]) from None
+        values = []
+        for t in terms:
+            if cells[t] is None:
+                raise err("missing cell", t)
             try:
-                idxs.append(int(row[0]))
+                v = float(str(cells[t]))
             except ValueError:
-                raise PredictionError(
-                    "not an integer", file=str(path), line=line, column="lesion_idx", value=row[0]
-                ) from None
-            values = []
-            for t, p in zip(terms, pos):
-                try:
-                    v = float(row[p])
-                except ValueError:
-                    raise PredictionError(
-                        "not a number", file=str(path), line=line, column=t, value=row[p]
-                    ) from None
-                if not np.isfinite(v):
-                    raise PredictionError(
-                        "non-finite score", file=str(path), line=line, column=t, value=row[p]
-                    )
-                values.append(v)
-            rows.append(values)
+                raise err("not a number", t, cells[t]) from None
+            if not np.isfinite(v):
+                raise err("non-finite score", t, cells[t])
+            values.append(v)
+        rows.append(values)
     return np.array(idxs, dtype=np.int64), np.array(rows, dtype=np.float64).reshape(-1, len(terms))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import http.client
+import io
 import json
 import os
 import re
@@ -230,15 +231,26 @@ def select_entries(
 
 def md5_of(path: str | Path, progress: Callable[[int], None] | None = None) -> str:
     """Hex MD5 of a file; ``progress(bytes_done)`` is called while reading."""
-    digest = hashlib.md5(usedforsecurity=False)
-    done = 0
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done)
-    return digest.hexdigest()
+        reader = fh if progress is None else _Counting(fh, progress)
+        return hashlib.file_digest(reader, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+
+
+class _Counting(io.RawIOBase):
+    """A binary file that reports the bytes read so far to ``progress``."""
+
+    def __init__(self, fh, progress: Callable[[int], None]) -> None:
+        self.fh, self.progress, self.done = fh, progress, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.fh.readinto(buffer)
+        if n:
+            self.done += n
+            self.progress(self.done)
+        return n
 
 
 def read_checksums_file(path: str | Path) -> dict[str, str]:

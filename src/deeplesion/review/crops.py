@@ -37,7 +37,7 @@ def hu_patch(
     (row, col) index of its top-left corner in the slice.
     """
     e = fitted_ellipse(lesion)
-    cx_index, cy_index = e.center_px1[0] - 1.0, e.center_px1[1] - 1.0  # px1 -> 0-based
+    cx_index, cy_index = px1_to_index(e.center_px1).tolist()
     side_px = side_mm / lesion.spacing_mm[0] if side_mm else 2 * e.semi_long_px * scale
     side = int(max(min_side_px, round(side_px)))
     r0 = int(round(cy_index - side / 2))
@@ -61,8 +61,7 @@ def ellipse_mask(
     top-left pixel is the slice's 0-based (row, col) ``origin_index``."""
     e = fitted_ellipse(lesion)
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
-    x_px1 = cols + origin_index[1] + 1.0
-    y_px1 = rows + origin_index[0] + 1.0
+    x_px1, y_px1 = index_to_px1([cols + origin_index[1], rows + origin_index[0]])
     t = np.radians(e.angle_deg)
     dx, dy = x_px1 - e.center_px1[0], y_px1 - e.center_px1[1]
     u = dx * np.cos(t) + dy * np.sin(t)

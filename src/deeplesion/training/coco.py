@@ -19,6 +19,7 @@ import numpy as np
 
 from deeplesion.data.annotations import LESION_TYPES, Lesion, split_code
 from deeplesion.data.io import write_text_atomic
+from deeplesion.data.lesion import box_px1_to_coco, coco_to_box_px1
 from deeplesion.errors import DeepLesionError
 
 KEYPOINT_NAMES = ("long_axis_end_1", "long_axis_end_2", "short_axis_end_1", "short_axis_end_2")
@@ -34,18 +35,6 @@ CATEGORY = {
 
 class CocoError(DeepLesionError, ValueError):
     """A COCO file that cannot be read back, or an export with nothing in it."""
-
-
-def box_px1_to_coco(box_px1: Iterable[float]) -> list[float]:
-    """DL_info (x1, y1, x2, y2) 1-based -> COCO [x, y, w, h] 0-based inclusive extents."""
-    x1, y1, x2, y2 = (float(v) for v in box_px1)
-    return [x1 - 1.0, y1 - 1.0, x2 - x1 + 1.0, y2 - y1 + 1.0]
-
-
-def coco_to_box_px1(bbox: Iterable[float]) -> tuple[float, float, float, float]:
-    """Inverse of :func:`box_px1_to_coco`."""
-    x, y, w, h = (float(v) for v in bbox)
-    return x + 1.0, y + 1.0, x + w, y + h
 
 
 def export_coco(
