@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from deeplesion.cli._common import console, err_console, fail_cleanly, find_csv
-from deeplesion.cli.train import _STORE, _bar, _check_device, _need_torch, _split
+from deeplesion.cli._common import console, err_console, fail_cleanly, find_csv, progress_bar
+from deeplesion.cli.train import _STORE, _check_device, _need_torch, _split
 from deeplesion.training.presets import PREPROCESSING_PRESETS
 
 _POSITIVE = click.IntRange(min=1)
@@ -183,7 +183,7 @@ def train_classifier_cmd(
         tags = None
         if target == "tags" or (config is None and _saved_target(out_dir) == "tags"):
             tags = _tag_targets(csv_path, lesanet, override_fingerprint)
-        with _bar("training") as update:
+        with progress_bar("training", lazy=True) as update:
 
             def progress(done: int, total: int, info: dict) -> None:
                 update(done, total)
@@ -253,7 +253,7 @@ def classify_cmd(
 
     _check_device(device)
     csv_path = find_csv(annotations if annotations is not None else root)
-    with fail_cleanly(), _bar("classifying") as update:
+    with fail_cleanly(), progress_bar("classifying", lazy=True) as update:
         path = classify(
             root,
             checkpoint,
