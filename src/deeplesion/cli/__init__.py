@@ -49,6 +49,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "export_coco_cmd",
         "Write key slices and lesions of DL_info.csv as COCO JSON (bbox 0-based x, y, w, h).",
     ),
+    "export": (
+        "segmentation",
+        "export",
+        "Exports for segmentation and detection frameworks (nnU-Net v2, MONAI).",
+    ),
     "extract": (
         "download",
         "extract",
@@ -73,6 +78,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "analysis",
         "lesions",
         "List lesions of the official DL_info.csv carrying LesaNet tags.",
+    ),
+    "masks": (
+        "segmentation",
+        "masks",
+        "A mask per lesion from its RECIST marks: label PNGs, NIfTI labels, masks.csv in OUT.",
     ),
     "measure": (
         "analysis",

@@ -374,3 +374,12 @@ def classification(predictions: Path, annotations: Path, plot: Path | None, as_j
     console.print(c)
     if plot is not None:
         err_console.print(f"wrote {plot}")
+
+
+def _add_segmentation() -> None:
+    from deeplesion.cli.segmentation import segmentation_cmd
+
+    evaluate.add_command(segmentation_cmd, "segmentation")
+
+
+_add_segmentation()

@@ -87,17 +87,35 @@ def _need_torch() -> None:
     help="COCO JSON to write.",
 )
 @click.option("--include-noisy", is_flag=True, help="Keep lesions marked Possibly_noisy.")
-def export_coco_cmd(csv_path: Path, split: str, out: Path, include_noisy: bool) -> None:
+@click.option(
+    "--masks",
+    "masks_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Masks folder from `deeplesion masks`: adds each key-slice mask as RLE.",
+)
+def export_coco_cmd(
+    csv_path: Path, split: str, out: Path, include_noisy: bool, masks_dir: Path | None
+) -> None:
     """Write key slices and lesions of DL_info.csv as COCO JSON (bbox 0-based x, y, w, h)."""
     from deeplesion.training.coco import CocoError, write_coco
 
     with fail_cleanly():
         table = load_table(csv_path)
         try:
-            coco = write_coco(out, table.lesions, _split(split), include_noisy=include_noisy)
+            coco = write_coco(
+                out,
+                table.lesions,
+                _split(split),
+                include_noisy=include_noisy,
+                masks_dir=masks_dir,
+            )
         except CocoError as exc:
             raise click.ClickException(f"{csv_path}: {exc}; {out} not written") from None
-    console.print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} lesions")
+    with_masks = sum("segmentation" in a for a in coco["annotations"])
+    console.print(
+        f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} lesions"
+        + (f", {with_masks} with masks" if masks_dir is not None else "")
+    )
 
 
 @click.command("train-detector")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from deeplesion.data.masks import recist_mask  # noqa: F401  (re-exported: the weak RECIST mask)
+
 
 def _run_any(mask: np.ndarray, size: int, axis: int) -> np.ndarray:
     """True where any element of the centred window of ``size`` is True (outside = False)."""
@@ -118,40 +120,3 @@ def window_float(hu: np.ndarray, window_hu: tuple[float, float], offset: float =
     if offset:
         out -= np.float32(offset)
     return out
-
-
-def recist_mask(recist_xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Weak mask from RECIST axes: four quarter-ellipses joining the 4 end points.
-
-    ``recist_xy`` is (4, 2): long1, long2, short1, short2 in image pixel coordinates.
-    Centred where the two axes cross; when they bisect each other this is exactly the
-    ellipse with the two diameters as its axes. Returns a bool ``(rows, cols)`` mask.
-    """
-    p = np.asarray(recist_xy, dtype=np.float64).reshape(4, 2)
-    d1, d2 = p[1] - p[0], p[3] - p[2]
-    a = np.array([d1, -d2]).T
-    try:
-        t = np.linalg.solve(a, p[2] - p[0])
-        centre = p[0] + t[0] * d1
-    except np.linalg.LinAlgError:
-        centre = p.mean(0)
-    rows, cols = size
-    mask = np.zeros((rows, cols), dtype=bool)
-    lo = np.floor(p.min(0)).astype(int)
-    hi = np.ceil(p.max(0)).astype(int)
-    x0, y0 = max(lo[0], 0), max(lo[1], 0)
-    x1, y1 = min(hi[0], cols - 1), min(hi[1], rows - 1)
-    if x1 < x0 or y1 < y0:
-        return mask
-    v, u = np.mgrid[y0 : y1 + 1, x0 : x1 + 1].astype(np.float64)
-    rel = np.stack([u - centre[0], v - centre[1]], -1)
-    inside = np.zeros(u.shape, dtype=bool)
-    for end_a in (p[0], p[1]):
-        for end_b in (p[2], p[3]):
-            basis = np.array([end_a - centre, end_b - centre]).T
-            if abs(np.linalg.det(basis)) < 1e-9:
-                continue
-            coef = rel @ np.linalg.inv(basis).T
-            inside |= ((coef >= -1e-9).all(-1)) & ((coef**2).sum(-1) <= 1 + 1e-9)
-    mask[y0 : y1 + 1, x0 : x1 + 1] = inside
-    return mask
