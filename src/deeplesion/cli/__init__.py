@@ -19,6 +19,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "bodymap",
         "Lesions' normalised x against z (head at the top), coloured by type (README Fig. 1).",
     ),
+    "classify": (
+        "classify",
+        "classify_cmd",
+        "Predict the type (or tags) of every lesion of a split with a trained classifier.",
+    ),
     "demo": (
         "sample",
         "demo",
@@ -90,6 +95,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "nifti",
         "Write one int16 .nii.gz per contiguous sub-volume of ROOT into OUT (resumable).",
     ),
+    "relations": (
+        "relations",
+        "relations_cmd",
+        "Which lesion types (or tags) are annotated together, and again at follow-up.",
+    ),
     "render": (
         "review",
         "render",
@@ -124,6 +134,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "store",
         "store",
         "Convert the slices training reads from ROOT's PNGs into int16 HU arrays in OUT.",
+    ),
+    "train-classifier": (
+        "classify",
+        "train_classifier_cmd",
+        "Train a lesion classifier (ResNet-18) on patches of ROOT; validation each epoch.",
     ),
     "train-detector": (
         "train",

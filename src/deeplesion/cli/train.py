@@ -6,6 +6,7 @@ torch is imported only inside the training commands (the ``[torch]`` extra).
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 import click
@@ -289,8 +290,9 @@ def train_detector_cmd(
                 for name, field in _FIELD_OF.items()
                 if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
             ]
-            err_console.print(f"resuming from {out_dir / 'last.pt'} with its settings")
-            _warn_ignored(out_dir, resume_differences(*saved, config, given))
+            if _main_process():
+                err_console.print(f"resuming from {out_dir / 'last.pt'} with its settings")
+                _warn_ignored(out_dir, resume_differences(*saved, config, given))
             run_config = TrainConfig(epochs=epochs) if epochs is not None else None
         with progress_bar("training", lazy=True) as update:
 
@@ -311,7 +313,15 @@ def train_detector_cmd(
                 progress=progress,
                 store=store,
             )
-    console.print(f"done: {len(result.history)} epochs; best checkpoint {result.best_checkpoint}")
+    if _main_process():
+        console.print(
+            f"done: {len(result.history)} epochs; best checkpoint {result.best_checkpoint}"
+        )
+
+
+def _main_process() -> bool:
+    """False in the other processes of a ``torchrun`` launch (rank 0 alone prints)."""
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def _check_device(device: str) -> None:
