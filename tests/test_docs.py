@@ -132,6 +132,10 @@ def test_growth_tutorial_recovers_the_true_tracks(doc_outputs):
     assert categories and set(categories) <= {"CR", "PR", "SD", "PD", "NE"}
     assert _png(out / "growth.png").shape[1] > 400
     assert _png(out / "track_strip.png").size > 0
+    explorer = (out / "explorer.txt").read_text()
+    assert "the same as linked above" in explorer  # the explorer's API against link_all
+    if "no screenshot" not in explorer:
+        assert _png(out / "explorer_patient.png").shape[:2] == (800, 1200)
 
 
 def test_growth_tutorial_runs_on_the_real_val_split(doc_outputs, real_data):
@@ -181,6 +185,8 @@ def test_site_builds_strictly_and_offline(doc_outputs, tmp_path):
         assert f"deeplesion {name}" in commands
     assert "px1_to_index" in (site / "reference" / "data.html").read_text()
     assert "missing columns" in (site / "guide" / "troubleshooting.html").read_text()
+    shot = _png(site / "figures" / "explorer" / "explorer_lesion.png")
+    assert shot.shape[:2] == (760, 1200) or not shutil.which("chromium")
     # Nothing is fetched from the network when a page is opened.
     remote = re.compile(r"""(?:src|href)=["']https?://[^"']+\.(?:js|css|woff2?)["']""")
     for page in site.rglob("*.html"):

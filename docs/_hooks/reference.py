@@ -19,7 +19,7 @@ from mkdocs.structure.files import File, Files
 
 # Library subpackages in this order first; any other subpackage found in src/deeplesion/
 # follows (alphabetically). The CLI is documented on the commands page.
-ORDER = ("data", "fetch", "convert", "review", "training", "evaluation", "analysis")
+ORDER = ("data", "fetch", "convert", "review", "training", "segmentation", "evaluation", "analysis")
 NOT_LIBRARY = ("cli",)
 TOP_MODULES = ("deeplesion.errors", "deeplesion.demo")
 #: What each subpackage holds, where its ``__init__`` has no docstring of its own.
@@ -30,6 +30,7 @@ SUMMARIES = {
     "convert": "NIfTI sub-volumes and other exports",
     "review": "key slices with lesions drawn, crops, galleries, the body map, the HTML report",
     "training": "preprocessing presets, PyTorch datasets, COCO export, the baseline detector",
+    "segmentation": "lesion masks from RECIST: ellipse, GrabCut, best of several, 3-D propagation",
     "evaluation": "the published protocols: key-slice FROC, 3-D FROC, tagging, measurement",
     "analysis": "growth tracks and RECIST responses, retrieval, figures",
 }

@@ -5,17 +5,25 @@
 # with the lesions measured again. Nothing in `DL_info.csv` says which lesion of a follow-up
 # is which lesion of the first study; `deeplesion.analysis.growth` links them into
 # *tracks* and assesses each follow-up the RECIST 1.1 way. This tutorial does that on the
-# synthetic sample, whose true tracks are known (`sample_truth.csv`), then on the real
-# val split.
+# synthetic sample, whose true tracks are known (`sample_truth.csv`), shows one patient in
+# the lesion explorer, then runs on the real val split.
 #
 # Run it yourself with `python lesion_growth.py OUT_DIR`; the CLI equivalent is
 # `deeplesion growth ROOT/DL_info.csv --out OUT_DIR --root ROOT`.
 
 # %%
+import json
 import os
+import shutil
+import socket
 import sys
+import threading
+import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
+
+import uvicorn
 
 from deeplesion.analysis.figures import plot_patient, track_strip
 from deeplesion.analysis.growth import (
@@ -27,6 +35,7 @@ from deeplesion.analysis.growth import (
 )
 from deeplesion.data.annotations import load_lesions
 from deeplesion.data.sample import read_truth, write_sample
+from deeplesion.explorer.server import open_explorer
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "growth-tutorial")
 out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +124,58 @@ track_strip(root, longest, out / "track_strip.png")
 # %% [markdown]
 # <!-- output: track_strip.png -->
 #
-# ## 4. The real val split
+# ## 4. The same patient in the explorer
+#
+# `deeplesion serve ROOT --open` starts the lesion explorer, a web page over the same
+# records (it needs the `[serve]` extra). Its patient view, `#/patient/N`, shows the studies,
+# the tracks and the responses computed above. Here the explorer runs in this process on a
+# free local port; the tutorial asks its JSON API for the patient and checks that the tracks
+# are the ones linked above, then takes a screenshot of the page with Chromium when
+# Playwright and a Chromium are installed (the test suite has both).
+
+# %%
+app = open_explorer(root).app()
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+threading.Thread(target=server.run, daemon=True).start()
+while not server.started:
+    time.sleep(0.05)
+url = f"http://127.0.0.1:{port}"
+with urllib.request.urlopen(f"{url}/api/patient/{patient}") as answer:
+    shown = json.load(answer)
+same = sorted(tuple(o["row_index"] for o in t["observations"]) for t in shown["tracks"]) == sorted(
+    tuple(t.row_indexes) for t in tracks[patient]
+)
+line = f"explorer, patient view #/patient/{patient}: {len(shown['tracks'])} tracks, " + (
+    "the same as linked above" if same else "DIFFERENT from the tracks linked above"
+)
+chromium = shutil.which("chromium")
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    sync_playwright = None
+if sync_playwright is not None and chromium is not None:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.goto(f"{url}/#/patient/{patient}")
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=out / "explorer_patient.png")
+        browser.close()
+else:
+    line += " (no Playwright or Chromium: no screenshot)"
+server.should_exit = True
+(out / "explorer.txt").write_text(line + "\n")
+print(line)
+
+# %% [markdown]
+# <!-- output: explorer.txt -->
+#
+# <!-- output: explorer_patient.png -->
+#
+# ## 5. The real val split
 #
 # On the 4,889 real val lesions the same rule links the follow-ups of 703 patients. Real
 # data has no true tracks, so the figures below are what the rule finds, not an accuracy.

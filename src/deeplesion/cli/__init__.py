@@ -19,6 +19,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "bodymap",
         "Lesions' normalised x against z (head at the top), coloured by type (README Fig. 1).",
     ),
+    "classify": (
+        "classify",
+        "classify_cmd",
+        "Predict the type (or tags) of every lesion of a split with a trained classifier.",
+    ),
     "demo": (
         "sample",
         "demo",
@@ -43,6 +48,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "train",
         "export_coco_cmd",
         "Write key slices and lesions of DL_info.csv as COCO JSON (bbox 0-based x, y, w, h).",
+    ),
+    "export": (
+        "segmentation",
+        "export",
+        "Exports for segmentation and detection frameworks (nnU-Net v2, MONAI).",
     ),
     "extract": (
         "download",
@@ -69,6 +79,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "lesions",
         "List lesions of the official DL_info.csv carrying LesaNet tags.",
     ),
+    "masks": (
+        "segmentation",
+        "masks",
+        "A mask per lesion from its RECIST marks: label PNGs, NIfTI labels, masks.csv in OUT.",
+    ),
     "measure": (
         "analysis",
         "measure",
@@ -79,6 +94,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "volumes",
         "nifti",
         "Write one int16 .nii.gz per contiguous sub-volume of ROOT into OUT (resumable).",
+    ),
+    "relations": (
+        "relations",
+        "relations_cmd",
+        "Which lesion types (or tags) are annotated together, and again at follow-up.",
     ),
     "render": (
         "review",
@@ -114,6 +134,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "store",
         "store",
         "Convert the slices training reads from ROOT's PNGs into int16 HU arrays in OUT.",
+    ),
+    "train-classifier": (
+        "classify",
+        "train_classifier_cmd",
+        "Train a lesion classifier (ResNet-18) on patches of ROOT; validation each epoch.",
     ),
     "train-detector": (
         "train",

@@ -328,3 +328,77 @@ def measurement(predictions: Path, annotations: Path, nearest_vertex: bool, as_j
     for key, value in out.items():
         t.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
     console.print(t)
+
+
+@evaluate.command()
+@click.argument("predictions", type=_EXISTING)
+@click.option(
+    "--annotations",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="DL_info.csv (or a split of it, or a root holding it) the row_index values refer to.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Draw the confusion matrix (.png, .svg or .pdf).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def classification(predictions: Path, annotations: Path, plot: Path | None, as_json: bool) -> None:
+    """Lesion-type accuracy, balanced accuracy, per-type precision / recall / F1 and the
+    confusion matrix.
+
+    PREDICTIONS: CSV row_index,file_name,predicted_type[,...] (what `deeplesion classify`
+    writes). Tag scores are scored by `deeplesion evaluate tagging`.
+    """
+    from deeplesion.evaluation.classification import (
+        evaluate_types,
+        plot_confusion,
+        read_type_predictions,
+    )
+
+    plot = _plot_suffix(plot)
+    with fail_cleanly():
+        table = load_table(annotations)
+        result = evaluate_types(read_type_predictions(predictions), table.lesions)
+        if plot is not None:
+            plot_confusion(result, plot)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    console.print(
+        f"{result.n_lesions} lesions with a type: accuracy {_fmt(result.accuracy)}%, "
+        f"balanced accuracy {_fmt(result.balanced_accuracy)}%, "
+        f"macro F1 {_fmt(result.macro_f1)}%"
+        + (
+            f" ({result.unlabelled_rows} predictions for rows without a type not scored)"
+            if result.unlabelled_rows
+            else ""
+        )
+    )
+    t = Table(title="per type (%)")
+    for col in ("type", "lesions", "precision", "recall", "F1"):
+        t.add_column(col, justify="left" if col == "type" else "right")
+    for name, s, p, r, f in zip(
+        result.labels, result.support, result.precision, result.recall, result.f1
+    ):
+        t.add_row(name, str(s), _fmt(p), _fmt(r), _fmt(f))
+    console.print(t)
+    c = Table(title="confusion matrix (rows: true type, columns: predicted)")
+    c.add_column("true \\ predicted")
+    for name in result.labels:
+        c.add_column(name, justify="right")
+    for name, row in zip(result.labels, result.confusion):
+        c.add_row(name, *(str(v) for v in row))
+    console.print(c)
+    if plot is not None:
+        err_console.print(f"wrote {plot}")
+
+
+def _add_segmentation() -> None:
+    from deeplesion.cli.segmentation import segmentation_cmd
+
+    evaluate.add_command(segmentation_cmd, "segmentation")
+
+
+_add_segmentation()

@@ -6,6 +6,7 @@ torch is imported only inside the training commands (the ``[torch]`` extra).
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 import click
@@ -89,9 +90,20 @@ def _need_torch() -> None:
     help="COCO JSON to write.",
 )
 @click.option("--include-noisy", is_flag=True, help="Keep lesions marked Possibly_noisy.")
+@click.option(
+    "--masks",
+    "masks_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Masks folder from `deeplesion masks`: adds each key-slice mask as RLE.",
+)
 @overwrite_option
 def export_coco_cmd(
-    csv_path: Path, split: str, out: Path, include_noisy: bool, overwrite: bool
+    csv_path: Path,
+    split: str,
+    out: Path,
+    include_noisy: bool,
+    masks_dir: Path | None,
+    overwrite: bool,
 ) -> None:
     """Write key slices and lesions of DL_info.csv as COCO JSON (bbox 0-based x, y, w, h)."""
     from deeplesion.training.coco import CocoError, write_coco
@@ -100,10 +112,20 @@ def export_coco_cmd(
         check_new_output(out, overwrite=overwrite)
         table = load_table(csv_path)
         try:
-            coco = write_coco(out, table.lesions, _split(split), include_noisy=include_noisy)
+            coco = write_coco(
+                out,
+                table.lesions,
+                _split(split),
+                include_noisy=include_noisy,
+                masks_dir=masks_dir,
+            )
         except CocoError as exc:
             raise click.ClickException(f"{csv_path}: {exc}; {out} not written") from None
-    console.print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} lesions")
+    with_masks = sum("segmentation" in a for a in coco["annotations"])
+    console.print(
+        f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} lesions"
+        + (f", {with_masks} with masks" if masks_dir is not None else "")
+    )
 
 
 @click.command("train-detector")
@@ -277,8 +299,9 @@ def train_detector_cmd(
                 for name, field in _FIELD_OF.items()
                 if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
             ]
-            err_console.print(f"resuming from {out_dir / 'last.pt'} with its settings")
-            _warn_ignored(out_dir, resume_differences(*saved, config, given))
+            if _main_process():
+                err_console.print(f"resuming from {out_dir / 'last.pt'} with its settings")
+                _warn_ignored(out_dir, resume_differences(*saved, config, given))
             run_config = TrainConfig(epochs=epochs) if epochs is not None else None
         with progress_bar("training", lazy=True) as update:
 
@@ -299,7 +322,15 @@ def train_detector_cmd(
                 progress=progress,
                 store=store,
             )
-    console.print(f"done: {len(result.history)} epochs; best checkpoint {result.best_checkpoint}")
+    if _main_process():
+        console.print(
+            f"done: {len(result.history)} epochs; best checkpoint {result.best_checkpoint}"
+        )
+
+
+def _main_process() -> bool:
+    """False in the other processes of a ``torchrun`` launch (rank 0 alone prints)."""
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def _check_device(device: str) -> None:

@@ -5,7 +5,9 @@ a mutually consistent 18-column ``DL_info.csv`` and ``sample_truth.csv`` (the gr
 ``track_id`` of each row: the same physical lesion seen again in follow-up studies).
 Images are simple CT-like phantoms (air, body outline, subcutaneous fat, muscle, lungs,
 heart, liver, spleen, kidneys, aorta, spine, pelvis, noise) with the lesions drawn where
-the annotations say. Same seed, same bytes.
+the annotations say. ``sample_masks/`` holds every lesion's exact mask on every slice it
+reaches, as a masks folder (:mod:`deeplesion.data.maskfiles`): the painted ellipsoid
+section, soft rim included. Same seed, same bytes.
 
 (Over 400 lines: about half is the sample's specification, series by series, which reads
 best in one place next to the code that draws it.)
@@ -22,11 +24,23 @@ import numpy as np
 
 from deeplesion.data.annotations import BOX_PADDING_PX, Lesion, RecistPx1, write_dl_info
 from deeplesion.data.io import atomic_path
+from deeplesion.data.maskfiles import (
+    MASKS_CSV,
+    MaskRecord,
+    mask_png_path,
+    read_label_png,
+    series_labels,
+    slice_ranks,
+    write_label_png,
+    write_masks_csv,
+    write_settings,
+)
 from deeplesion.data.paths import series_folder, slice_path
 from deeplesion.data.slices import write_hu_png
 
 BODY_HEIGHT_MM = 1700.0  #: head-to-feet length used to turn mm into normalised z
 TRUTH_FILE = "sample_truth.csv"
+SAMPLE_MASKS = "sample_masks"  #: folder of the lesions' exact masks (a masks folder)
 
 # Per lesion type: centre (mm from the body centre; +x = image right = patient left,
 # +y = posterior) and lesion HU.
@@ -397,26 +411,45 @@ def sample_lesions() -> tuple[list[Lesion], list[int]]:
 # --------------------------------------------------------------------------- images
 
 
+def _lesion_r2(
+    series: _SeriesSpec, spec: _LesionSpec, slice_number: int, x_px1: np.ndarray, y_px1: np.ndarray
+) -> np.ndarray | None:
+    """Normalised squared radius of the lesion's ellipsoid section (None off the lesion)."""
+    pts, cx, cy = _lesion_geometry(series, spec, series.size)
+    half_long = math.dist(pts[0:2], pts[2:4]) / 2
+    half_short = math.dist(pts[4:6], pts[6:8]) / 2
+    half_z_mm = spec.long_mm * spec.short_over_long / 2
+    dz_mm = (slice_number - spec.key_slice) * series.interval_mm
+    if abs(dz_mm) >= half_z_mm:
+        return None
+    shrink = math.sqrt(1 - (dz_mm / half_z_mm) ** 2)
+    t = math.radians(spec.angle_deg)
+    u = (x_px1 - cx) * math.cos(t) + (y_px1 - cy) * math.sin(t)
+    v = -(x_px1 - cx) * math.sin(t) + (y_px1 - cy) * math.cos(t)
+    return (u / (half_long * shrink + 1e-6)) ** 2 + (v / (half_short * shrink + 1e-6)) ** 2
+
+
 def _draw_lesions(
-    hu: np.ndarray, series: _SeriesSpec, slice_number: int, rng: np.random.Generator
-) -> None:
-    """Paint every lesion of the series that reaches this slice (ellipsoids)."""
+    hu: np.ndarray,
+    series: _SeriesSpec,
+    slice_number: int,
+    rng: np.random.Generator,
+    labels: list[int],
+) -> np.ndarray:
+    """Paint every lesion of the series that reaches this slice (ellipsoids).
+
+    Returns the slice's exact label image: ``labels[i]`` where lesion ``i`` was painted
+    (its ellipsoid section, soft rim included; a pixel two lesions claim keeps the lower
+    label).
+    """
     size = series.size
     rows_i, cols_i = np.mgrid[0:size, 0:size].astype(np.float32)
     x_px1, y_px1 = cols_i + 1.0, rows_i + 1.0
-    for spec in series.lesions:
-        pts, cx, cy = _lesion_geometry(series, spec, size)
-        half_long = math.dist(pts[0:2], pts[2:4]) / 2
-        half_short = math.dist(pts[4:6], pts[6:8]) / 2
-        half_z_mm = spec.long_mm * spec.short_over_long / 2
-        dz_mm = (slice_number - spec.key_slice) * series.interval_mm
-        if abs(dz_mm) >= half_z_mm:
+    label_image = np.zeros((size, size), dtype=np.uint8)
+    for spec, label in zip(series.lesions, labels):
+        r2 = _lesion_r2(series, spec, slice_number, x_px1, y_px1)
+        if r2 is None:
             continue
-        shrink = math.sqrt(1 - (dz_mm / half_z_mm) ** 2)
-        t = math.radians(spec.angle_deg)
-        u = (x_px1 - cx) * math.cos(t) + (y_px1 - cy) * math.sin(t)
-        v = -(x_px1 - cx) * math.sin(t) + (y_px1 - cy) * math.cos(t)
-        r2 = (u / (half_long * shrink + 1e-6)) ** 2 + (v / (half_short * shrink + 1e-6)) ** 2
         inside = r2 <= 1.0
         lesion_hu = _TEMPLATES[spec.type_code][1]
         edge = np.clip((1.0 - r2[inside]) * 4.0, 0.0, 1.0)  # soft 25 % rim
@@ -424,6 +457,9 @@ def _draw_lesions(
             hu[inside] * (1 - edge)
             + (lesion_hu + rng.normal(0.0, 6.0, size=int(inside.sum()))) * edge
         )
+        claim = inside & ((label_image == 0) | (label_image > label))
+        label_image[claim] = label
+    return label_image
 
 
 def write_sample(out: str | Path, seed: int = 0, *, progress=None) -> Path:
@@ -435,14 +471,28 @@ def write_sample(out: str | Path, seed: int = 0, *, progress=None) -> Path:
     rng_root = np.random.SeedSequence(seed)
     specs = _specs()
     lesions, tracks = sample_lesions()
+    row_of = {(l.file_name, l.recist_px1): l.row_index for l in lesions}
+    label_of = series_labels(lesions)
+    spec_labels: dict[int, list[int]] = {}  # id(series spec) -> label of each lesion spec
     jobs: list[tuple[_SeriesSpec, int]] = []
     for s in specs:
+        folder = series_folder(s.patient, s.study, s.series)
+        spec_labels[id(s)] = [
+            label_of[row_of[(f"{folder}_{l.key_slice:03d}.png", _lesion_geometry(s, l, s.size)[0])]]
+            for l in s.lesions
+        ]
         for first, last in sorted(set(_ranges(s).values())):
             jobs.extend((s, n) for n in range(first, last + 1))
+    extents: dict[tuple[str, int], list[int]] = {}  # (folder, label) -> slices holding it
     for done, ((s, n), child) in enumerate(zip(jobs, rng_root.spawn(len(jobs))), start=1):
         rng = np.random.default_rng(child)
         hu = _phantom(s.size, s.spacing_xy_mm, _z_norm(s, n), rng)
-        _draw_lesions(hu, s, n, rng)
+        label_image = _draw_lesions(hu, s, n, rng, spec_labels[id(s)])
+        folder = series_folder(s.patient, s.study, s.series)
+        if label_image.any():
+            write_label_png(mask_png_path(out / SAMPLE_MASKS, folder, n), label_image)
+            for label in np.unique(label_image[label_image > 0]):
+                extents.setdefault((folder, int(label)), []).append(n)
         hu_int = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
         write_hu_png(
             slice_path(out, series_folder(s.patient, s.study, s.series), n),
@@ -457,7 +507,40 @@ def write_sample(out: str | Path, seed: int = 0, *, progress=None) -> Path:
         writer.writerow(["row_index", "File_name", "track_id"])
         for lesion, track in zip(lesions, tracks):
             writer.writerow([lesion.row_index, lesion.file_name, track])
+    _write_truth_masks_csv(out / SAMPLE_MASKS, lesions, label_of, extents)
     return out
+
+
+def _write_truth_masks_csv(
+    masks_dir: Path,
+    lesions: list[Lesion],
+    label_of: dict[int, int],
+    extents: dict[tuple[str, int], list[int]],
+) -> None:
+    """``masks.csv`` of the exact masks (key-slice area counted from its label PNG)."""
+    records = []
+    ranks = slice_ranks(lesions)
+    for l in lesions:
+        label = label_of[l.row_index]
+        slices = extents[(l.series_folder, label)]
+        key = read_label_png(mask_png_path(masks_dir, l.series_folder, l.key_slice_index))
+        records.append(
+            MaskRecord(
+                l.row_index,
+                l.file_name,
+                ranks[l.row_index],
+                label,
+                "truth",
+                "ok",
+                min(slices),
+                max(slices),
+                int((key == label).sum()),
+                l.long_diameter_mm,
+                l.short_diameter_mm,
+            )
+        )
+    write_masks_csv(masks_dir / MASKS_CSV, records)
+    write_settings(masks_dir, {"method": "truth", "3d": True})
 
 
 def read_truth(root: str | Path) -> dict[int, int]:

@@ -119,13 +119,21 @@ def hu_to_png(hu: np.ndarray) -> np.ndarray:
     return hu.view(np.uint16) ^ np.uint16(0x8000)
 
 
-def read_png_raw(path: str | Path, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_png_raw(
+    path: str | Path, expected_shape: tuple[int, int] | None = None, *, opencv: bool = False
+) -> np.ndarray:
     """Read a 16-bit grayscale PNG as uint16 ``[row, col]``.
 
     The header is checked before anything is decoded (:func:`check_png_header`: 16-bit
     grayscale, ``expected_shape`` = DL_info's rows, cols when given, a plausible size).
     Raises :class:`ImageReadError` naming the file when it is missing, unreadable, not
-    16-bit or of the wrong size.
+    16-bit or of the wrong size. ``opencv=True`` decodes with OpenCV when it is installed
+    (the ``[torch]`` extra; bit-identical values, about 10% less CPU than Pillow); a file it
+    does not decode to 16-bit grayscale is read by Pillow as without it, so errors are the
+    same, but libpng then prints a line on stderr.
     """
     path = Path(path)
     try:
@@ -133,6 +141,10 @@ def read_png_raw(path: str | Path, expected_shape: tuple[int, int] | None = None
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     check_png_header(parse_png_header(data, path), path, expected_shape)
+    if opencv and data.startswith(_PNG_SIGNATURE):
+        decoded = _decode_opencv(data)
+        if decoded is not None:
+            return decoded
     try:
         with Image.open(io.BytesIO(data)) as img:
             mode = img.mode
@@ -166,3 +178,15 @@ def write_hu_png(path: str | Path, hu: np.ndarray, *, compress_level: int = 6) -
     raw = hu_to_png(hu)
     with atomic_path(path) as tmp:
         Image.fromarray(raw).save(tmp, format="PNG", compress_level=compress_level)
+
+
+def _decode_opencv(data: bytes) -> np.ndarray | None:
+    """uint16 ``[row, col]`` from OpenCV, or None (not installed, or not 16-bit gray)."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 2:
+        return None
+    return arr

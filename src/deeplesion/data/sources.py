@@ -44,7 +44,7 @@ class PngSource:
         return slice_path(self.root, folder, slice_number).is_file()
 
     def read_raw(self, folder: str, slice_number: int) -> np.ndarray:
-        return read_png_raw(slice_path(self.root, folder, slice_number))
+        return read_png_raw(slice_path(self.root, folder, slice_number), opencv=True)
 
 
 def as_source(root_or_source: str | Path | SliceSource) -> SliceSource:

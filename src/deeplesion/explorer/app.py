@@ -32,6 +32,7 @@ from deeplesion.explorer.catalog import (
     parse_filter,
 )
 from deeplesion.explorer.images import SliceReader, check_name, lesion_tile, window_image
+from deeplesion.review.colours import TYPE_COLOURS
 
 STATIC_DIR = Path(str(resources.files("deeplesion.explorer") / "static"))
 #: The presets the page offers (plus the row's own DICOM window).
@@ -186,8 +187,6 @@ def create_app(catalog: Catalog, reader: SliceReader, *, info: dict | None = Non
     meta_info = dict(info or {})
 
     def meta(request: Request) -> Response:
-        from deeplesion.review.bodymap import TYPE_COLOURS
-
         _only(request, set())
         return _JSON(
             {
@@ -292,8 +291,6 @@ def create_app(catalog: Catalog, reader: SliceReader, *, info: dict | None = Non
         )
 
     def bodymap(request: Request) -> Response:
-        from deeplesion.review.bodymap import TYPE_COLOURS
-
         params = _only(request, _FILTER_PARAMS)
         f = parse_filter(params, tuple(request.query_params.getlist("tag")))
         positions = catalog.select(f)

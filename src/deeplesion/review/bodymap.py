@@ -17,19 +17,8 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from deeplesion.data.annotations import LESION_TYPES, Lesion
 from deeplesion.data.io import save_figure
 from deeplesion.errors import InvalidArgumentError
+from deeplesion.review.colours import TYPE_COLOURS
 
-#: One colour per coarse type (RGB hex); unlabelled rows are grey.
-TYPE_COLOURS = {
-    "bone": "#8c564b",
-    "abdomen": "#ff7f0e",
-    "mediastinum": "#9467bd",
-    "liver": "#d62728",
-    "lung": "#1f77b4",
-    "kidney": "#e377c2",
-    "soft tissue": "#2ca02c",
-    "pelvis": "#bcbd22",
-    "unlabelled": "#b0b0b0",
-}
 FORMATS = ("png", "svg", "pdf")
 
 

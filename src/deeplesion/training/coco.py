@@ -37,12 +37,59 @@ class CocoError(DeepLesionError, ValueError):
     """A COCO file that cannot be read back, or an export with nothing in it."""
 
 
+def rle_encode(mask: np.ndarray) -> dict:
+    """COCO uncompressed RLE of a 2-D mask: ``{"size": [h, w], "counts": [...]}``, runs
+    over the column-major pixel order, starting with a (possibly empty) background run."""
+    mask = np.asarray(mask, dtype=bool)
+    flat = mask.ravel(order="F").astype(np.int8)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0] + counts
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+def rle_decode(rle: dict) -> np.ndarray:
+    """Inverse of :func:`rle_encode` (bool ``[row, col]``)."""
+    h, w = (int(v) for v in rle["size"])
+    values = np.zeros(len(rle["counts"]), dtype=bool)
+    values[1::2] = True
+    flat = np.repeat(values, np.asarray(rle["counts"], dtype=np.int64))
+    if flat.size != h * w:
+        raise CocoError(f"RLE counts sum to {flat.size}, not {h} x {w}")
+    return flat.reshape((h, w), order="F")
+
+
+def _key_slice_masks(masks_dir: str | Path, lesions: list[Lesion]) -> dict[int, np.ndarray]:
+    from deeplesion.data.maskfiles import (
+        mask_png_path,
+        match_records,
+        read_label_png,
+        read_masks_csv,
+    )
+
+    out = {}
+    by_row = {l.row_index: l for l in lesions}
+    for row, r in match_records(read_masks_csv(masks_dir), lesions).items():
+        l = by_row[row]
+        png = read_label_png(mask_png_path(masks_dir, l.series_folder, l.key_slice_index))
+        out[row] = png == r.label
+    return out
+
+
 def export_coco(
-    lesions: Iterable[Lesion], split: str | None = None, *, include_noisy: bool = False
+    lesions: Iterable[Lesion],
+    split: str | None = None,
+    *,
+    include_noisy: bool = False,
+    masks_dir: str | Path | None = None,
 ) -> dict:
     """The COCO dict of ``lesions`` (one ``split`` or all; noisy ones left out by default).
 
-    Images left without a lesion are not exported.
+    Images left without a lesion are not exported. With ``masks_dir`` (a masks folder from
+    ``deeplesion masks``) each lesion with a mask gets its key-slice mask as uncompressed
+    RLE in ``segmentation`` (``area`` stays the box area of the evaluation protocol).
     """
     code = None if split in (None, "all") else split_code(split)
     chosen = [
@@ -50,6 +97,7 @@ def export_coco(
         for l in lesions
         if (code is None or l.split_code == code) and (include_noisy or not l.possibly_noisy)
     ]
+    masks = _key_slice_masks(masks_dir, chosen) if masks_dir is not None else {}
     images: list[dict] = []
     annotations: list[dict] = []
     ids: dict[str, int] = {}
@@ -80,8 +128,14 @@ def export_coco(
         keypoints: list[float] = []
         for x, y in np.asarray(lesion.recist_px1, dtype=float).reshape(4, 2) - 1.0:
             keypoints += [float(x), float(y), 2]
+        extra = (
+            {"segmentation": rle_encode(masks[lesion.row_index])}
+            if lesion.row_index in masks
+            else {}
+        )
         annotations.append(
             {
+                **extra,
                 "id": len(annotations) + 1,
                 "image_id": ids[lesion.file_name],
                 "category_id": 1,
@@ -108,6 +162,7 @@ def export_coco(
             "noisy_included": include_noisy,
             "bbox_convention": "0-based [x, y, w, h], inclusive pixel extents",
             "keypoints_convention": "0-based pixel coordinates",
+            **({"segmentation": "uncompressed RLE of the key-slice mask"} if masks else {}),
         },
         "images": images,
         "annotations": annotations,
@@ -121,6 +176,7 @@ def write_coco(
     split: str | None = None,
     *,
     include_noisy: bool = False,
+    masks_dir: str | Path | None = None,
 ) -> dict:
     """Write :func:`export_coco` to ``path`` atomically; returns the dict.
 
@@ -128,7 +184,7 @@ def write_coco(
     hold (nothing is written).
     """
     lesions = list(lesions)
-    coco = export_coco(lesions, split, include_noisy=include_noisy)
+    coco = export_coco(lesions, split, include_noisy=include_noisy, masks_dir=masks_dir)
     if not coco["images"]:
         raise CocoError(_nothing_to_export(lesions, split, include_noisy))
     write_text_atomic(path, json.dumps(coco, indent=1) + "\n")

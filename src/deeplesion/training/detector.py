@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from deeplesion.data.annotations import Lesion, LesionTable
 from deeplesion.data.io import atomic_path, write_text_atomic
 from deeplesion.errors import DeepLesionError
 from deeplesion.training.datasets import KeySliceDetectionDataset, collate_detection
+from deeplesion.training.distributed import Workers, join, rank_batches, shard, wrap
 from deeplesion.training.presets import preset as get_preset
 from deeplesion.training.settings import (
     PreprocessError,
@@ -415,7 +416,7 @@ def resume_differences(
 
 def predict(
     model: nn.Module,
-    dataset: KeySliceDetectionDataset,
+    dataset: Dataset,
     *,
     batch_size: int = 2,
     device: str = "cpu",
@@ -492,10 +493,15 @@ def train_detector(
     :func:`resume_differences`). ``stop_after`` stops after that many iterations in total
     (as a kill would, after saving ``last.pt``). ``progress(done, total, info)`` is called
     after each iteration (``info['loss']``) and after each validation (``info['val']``).
+
+    Under ``torchrun --nproc_per_node N`` the N processes train one model together
+    (DistributedDataParallel; ``batch_size`` per process, each process a disjoint part of
+    every epoch): rank 0 alone writes checkpoints and calls ``progress``; the validation
+    images are split over the ranks and the FROC is computed once, on rank 0.
     """
     root, out_dir = Path(root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    last_path = out_dir / "last.pt"
     state = _load(last_path) if last_path.is_file() else None
     if state is not None:
         try:
@@ -513,6 +519,28 @@ def train_detector(
         get_preset(config.preset, **dict(config.overrides))
     except PreprocessError as exc:
         raise DetectorError(f"preprocessing of the run: {exc}") from exc
+    workers = join(config.device)
+    try:
+        return _train(root, out_dir, config, state, workers, lesions, progress, stop_after, store)
+    finally:
+        workers.leave()
+
+
+def _train(
+    root: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    state: dict | None,
+    workers: Workers,
+    lesions: LesionTable | Sequence[Lesion] | str | Path | None,
+    progress: Progress | None,
+    stop_after: int | None,
+    store: str | Path | None,
+) -> TrainResult:
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    device = workers.device(config.device)
+    if not workers.main:
+        progress = None
 
     train_ds = _dataset(
         root, config, config.train_split, lesions, train=config.augment, store=store
@@ -527,7 +555,7 @@ def train_detector(
         anchor_sizes=config.anchor_sizes,
         pretrained_backbone=config.pretrained_backbone and state is None,
     )
-    model.to(config.device)
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optim: torch.optim.Optimizer
     if config.optimizer == "sgd":
@@ -537,7 +565,9 @@ def train_detector(
     else:
         optim = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
-    batches_per_epoch = config.iterations_per_epoch or math.ceil(len(train_ds) / config.batch_size)
+    batches_per_epoch = config.iterations_per_epoch or math.ceil(
+        len(train_ds) / (config.batch_size * workers.world_size)
+    )
     total = batches_per_epoch * config.epochs
     epoch, iteration, step, history, best = 0, 0, 0, [], -1.0
     if state is not None:
@@ -546,6 +576,7 @@ def train_detector(
         epoch, iteration, step = state["epoch"], state["iteration"], state["step"]
         history, best = state["history"], state["best_average"]
         torch.set_rng_state(state["torch_rng"])
+    net = wrap(model, workers, device)  # trains; model itself is saved and validated
     preprocessing = describe(train_ds.params)
 
     def payload() -> dict:
@@ -565,14 +596,15 @@ def train_detector(
 
     while epoch < config.epochs:
         train_ds.set_epoch(epoch)
-        rng = np.random.default_rng((config.seed, epoch))
-        order: list[int] = []
-        while len(order) < batches_per_epoch * config.batch_size:
-            order += rng.permutation(len(train_ds)).tolist()
-        batches = [
-            order[i * config.batch_size : (i + 1) * config.batch_size]
-            for i in range(batches_per_epoch)
-        ]
+        batches = rank_batches(
+            len(train_ds),
+            config.batch_size,
+            batches_per_epoch,
+            seed=config.seed,
+            epoch=epoch,
+            rank=workers.rank,
+            world_size=workers.world_size,
+        )
         loader = DataLoader(
             train_ds,
             batch_sampler=batches[iteration:],
@@ -580,16 +612,15 @@ def train_detector(
             num_workers=config.num_workers,
             generator=torch.Generator().manual_seed(config.seed + epoch),
         )
-        model.train()
+        net.train()
         for images, targets in loader:
             for group in optim.param_groups:
                 group["lr"] = _lr_at(config, step, epoch)
-            images = [im.to(config.device) for im in images]
+            images = [im.to(device) for im in images]
             targets = [
-                {"boxes": t["boxes"].to(config.device), "labels": t["labels"].to(config.device)}
-                for t in targets
+                {"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets
             ]
-            losses = model(images, targets)
+            losses = net(images, targets)
             loss = sum(losses.values())
             optim.zero_grad()
             loss.backward()
@@ -600,28 +631,38 @@ def train_detector(
             if progress is not None:
                 progress(step, total, {"epoch": epoch, "loss": float(loss.detach())})
             stopping = stop_after is not None and step >= stop_after
-            if stopping or (
-                config.checkpoint_every
-                and step % config.checkpoint_every == 0
-                and iteration < batches_per_epoch
+            if workers.main and (
+                stopping
+                or (
+                    config.checkpoint_every
+                    and step % config.checkpoint_every == 0
+                    and iteration < batches_per_epoch
+                )
             ):
                 _save(last_path, payload())
             if stopping:
+                workers.barrier()
                 return TrainResult(
                     out_dir, last_path, best_path if best_path.is_file() else None, history, False
                 )
         record: dict = {"epoch": epoch + 1, "step": step}
         if val_ds is not None:
-            names, boxes, scores = predict(
-                model, val_ds, batch_size=config.batch_size, device=config.device
-            )
-            result = froc_of(val_ds.lesions, names, boxes, scores)
-            record["val"] = {
-                "sensitivity": result.sensitivity,
-                "average": result.average or 0.0,
-                "n_images": result.n_images,
-                "n_lesions": result.n_lesions,
-            }
+            mine = Subset(val_ds, shard(len(val_ds), workers))
+            part = predict(model, mine, batch_size=config.batch_size, device=device)
+            val = None
+            parts = workers.gather(part)
+            if workers.main:
+                names = [n for p in parts for n in p[0]]
+                boxes = np.concatenate([p[1] for p in parts]).reshape(-1, 4)
+                scores = np.concatenate([p[2] for p in parts])
+                result = froc_of(val_ds.lesions, names, boxes, scores)
+                val = {
+                    "sensitivity": result.sensitivity,
+                    "average": result.average or 0.0,
+                    "n_images": result.n_images,
+                    "n_lesions": result.n_lesions,
+                }
+            record["val"] = workers.broadcast(val)
             if progress is not None:
                 progress(step, total, {"epoch": epoch, "val": record["val"]})
         history.append(record)
@@ -629,19 +670,22 @@ def train_detector(
         epoch, iteration = epoch + 1, 0
         if val_ds is None or average > best or not best_path.is_file():
             best = max(best, average)
-            _save(
-                best_path,
-                {
-                    "model": model.state_dict(),
-                    "config": config.to_json(),
-                    "preprocessing": preprocessing,
-                    "in_channels": train_ds.in_channels,
-                    "epoch": epoch,
-                    "val": record.get("val"),
-                },
-            )
-        _save(last_path, payload())
-        write_text_atomic(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
+            if workers.main:
+                _save(
+                    best_path,
+                    {
+                        "model": model.state_dict(),
+                        "config": config.to_json(),
+                        "preprocessing": preprocessing,
+                        "in_channels": train_ds.in_channels,
+                        "epoch": epoch,
+                        "val": record.get("val"),
+                    },
+                )
+        if workers.main:
+            _save(last_path, payload())
+            write_text_atomic(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
+    workers.barrier()  # the others return once rank 0's files are complete
     return TrainResult(out_dir, last_path, best_path, history, True)
 
 

@@ -1,28 +1,24 @@
 """Array operations of the preprocessing: body crop, bilinear resize, affine warp, window.
 
-All work on float32 ``(..., rows, cols)`` arrays in 0-based pixel coordinates (pixel
-centres at integers); :func:`recist_mask` draws the weak lesion mask from RECIST axes.
+All work in 0-based pixel coordinates (pixel centres at integers) through OpenCV. Images
+are float32 ``(..., rows, cols)``; every leading index is processed as one 2-D plane.
+:func:`recist_mask` draws the weak lesion mask from RECIST axes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import cv2
 import numpy as np
 
+from deeplesion.data.masks import recist_mask  # noqa: F401  (re-exported: the weak RECIST mask)
 
-def _run_any(mask: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """True where any element of the centred window of ``size`` is True (outside = False)."""
-    half = size // 2
-    m = np.moveaxis(mask, axis, 0).astype(np.int32)
-    padded = np.concatenate(
-        [
-            np.zeros((half + 1,) + m.shape[1:], np.int32),
-            m,
-            np.zeros((size - 1 - half,) + m.shape[1:], np.int32),
-        ]
-    )
-    csum = np.cumsum(padded, axis=0)
-    counts = csum[size:] - csum[:-size]
-    return np.moveaxis(counts > 0, 0, axis)
+
+def _planes(image: np.ndarray) -> np.ndarray:
+    """``image`` as float32 ``(n, rows, cols)`` (a view when it already is one)."""
+    image = np.asarray(image, dtype=np.float32)
+    return image.reshape((-1,) + image.shape[-2:])
 
 
 def binary_opening(mask: np.ndarray, size: int = 7) -> np.ndarray:
@@ -31,26 +27,19 @@ def binary_opening(mask: np.ndarray, size: int = 7) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if size <= 1:
         return mask.copy()
-    eroded = _erode(mask, size)
-    return _run_any(_run_any(eroded, size, 0), size, 1)
-
-
-def _erode(mask: np.ndarray, size: int) -> np.ndarray:
-    """Erosion with a square: all elements of the centred window True (outside = False)."""
-    out = mask
-    for axis in (0, 1):
-        half = size // 2
-        m = np.moveaxis(out, axis, 0).astype(np.int32)
-        padded = np.concatenate(
-            [
-                np.zeros((half + 1,) + m.shape[1:], np.int32),
-                m,
-                np.zeros((size - 1 - half,) + m.shape[1:], np.int32),
-            ]
-        )
-        csum = np.cumsum(padded, axis=0)
-        out = np.moveaxis((csum[size:] - csum[:-size]) == size, 0, axis)
-    return out
+    square = np.ones((size, size), np.uint8)
+    centre, reflected = size // 2, size - 1 - size // 2  # differ for even sizes
+    eroded = cv2.erode(
+        mask.view(np.uint8),
+        square,
+        anchor=(centre, centre),
+        borderType=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+    opened = cv2.dilate(
+        eroded, square, anchor=(reflected, reflected), borderType=cv2.BORDER_CONSTANT, borderValue=0
+    )
+    return opened.view(bool)
 
 
 def body_bbox(
@@ -58,55 +47,64 @@ def body_bbox(
 ) -> tuple[int, int, int, int] | None:
     """Inclusive (x0, y0, x1, y1) of the opened body mask; None when the mask is empty."""
     mask = binary_opening(np.asarray(raw_png) > threshold, opening_px)
-    rows = np.flatnonzero(mask.any(1))
-    cols = np.flatnonzero(mask.any(0))
-    if not len(rows):
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+    if w == 0 or h == 0:
         return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
+    return x, y, x + w - 1, y + h - 1
+
+
+def resized_size(shape: Sequence[int], scale: float) -> tuple[int, int]:
+    """Rows, cols after :func:`resize_bilinear`: ``round(n * scale)`` (half to even), >= 1."""
+    rows, cols = shape[-2:]
+    return max(1, int(np.rint(rows * scale))), max(1, int(np.rint(cols * scale)))
 
 
 def resize_bilinear(image: np.ndarray, scale: float) -> np.ndarray:
     """Resize ``(..., rows, cols)`` by ``scale``; output ``round(n * scale)``, input sampled
     at ``(u + 0.5) / scale - 0.5`` clamped to the edge (OpenCV INTER_LINEAR with fx=fy)."""
-    image = np.asarray(image, dtype=np.float32)
-    rows, cols = image.shape[-2:]
-    out_r, out_c = max(1, int(np.rint(rows * scale))), max(1, int(np.rint(cols * scale)))
-
-    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        src = (np.arange(n_out, dtype=np.float64) + 0.5) / scale - 0.5
-        src = np.clip(src, 0, n_in - 1)
-        lo = np.floor(src).astype(np.int64)
-        hi = np.minimum(lo + 1, n_in - 1)
-        return lo, hi, (src - lo).astype(np.float32)
-
-    r0, r1, wr = axis(rows, out_r)
-    c0, c1, wc = axis(cols, out_c)
-    top = image[..., r0, :] * (1 - wr)[:, None] + image[..., r1, :] * wr[:, None]
-    return top[..., c0] * (1 - wc) + top[..., c1] * wc
+    planes = _planes(image)
+    out_r, out_c = resized_size(planes.shape, scale)
+    out = np.empty((len(planes), out_r, out_c), dtype=np.float32)
+    if min(np.rint(np.multiply(planes.shape[-2:], scale))) >= 1:
+        # dsize (0, 0): OpenCV samples at (u + 0.5) / scale - 0.5 and sizes round(n * scale)
+        for src, dst in zip(planes, out):
+            cv2.resize(src, (0, 0), dst=dst, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        return out.reshape(np.shape(image)[:-2] + (out_r, out_c))
+    # a side would round to 0 pixels: an explicit dsize would change the grid, so warp
+    shift = 0.5 * scale - 0.5
+    matrix = np.array([[scale, 0.0, shift], [0.0, scale, shift]])
+    for src, dst in zip(planes, out):
+        cv2.warpAffine(
+            src,
+            matrix,
+            (out_c, out_r),
+            dst=dst,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+    return out.reshape(np.shape(image)[:-2] + (out_r, out_c))
 
 
 def warp_affine(
     image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], fill: float
 ) -> np.ndarray:
     """Bilinear warp of ``(..., rows, cols)``: output (u, v) samples the input at
-    ``inverse(matrix) @ (u, v)``; outside the input = ``fill``."""
-    m = np.vstack([np.asarray(matrix, dtype=np.float64), [0, 0, 1]])
-    inv = np.linalg.inv(m)
+    ``inverse(matrix) @ (u, v)``; taps outside the input = ``fill``."""
+    planes = _planes(image)
     rows, cols = size
-    v, u = np.mgrid[0:rows, 0:cols].astype(np.float64)
-    x = inv[0, 0] * u + inv[0, 1] * v + inv[0, 2]
-    y = inv[1, 0] * u + inv[1, 1] * v + inv[1, 2]
-    in_r, in_c = image.shape[-2:]
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    wx, wy = (x - x0).astype(np.float32), (y - y0).astype(np.float32)
-    out = np.zeros(image.shape[:-2] + (rows, cols), dtype=np.float32)
-    for dy, fy in ((0, 1 - wy), (1, wy)):
-        for dx, fx in ((0, 1 - wx), (1, wx)):
-            yy, xx = y0 + dy, x0 + dx
-            ok = (yy >= 0) & (yy < in_r) & (xx >= 0) & (xx < in_c)
-            vals = image[..., np.clip(yy, 0, in_r - 1), np.clip(xx, 0, in_c - 1)]
-            out += np.where(ok, vals, np.float32(fill)) * (fx * fy)
-    return out
+    m = np.asarray(matrix, dtype=np.float64)
+    out = np.empty((len(planes), rows, cols), dtype=np.float32)
+    for src, dst in zip(planes, out):
+        cv2.warpAffine(
+            src,
+            m,
+            (cols, rows),
+            dst=dst,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=float(fill),
+        )
+    return out.reshape(np.shape(image)[:-2] + (rows, cols))
 
 
 def window_float(hu: np.ndarray, window_hu: tuple[float, float], offset: float = 0.0) -> np.ndarray:
@@ -120,38 +118,24 @@ def window_float(hu: np.ndarray, window_hu: tuple[float, float], offset: float =
     return out
 
 
-def recist_mask(recist_xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Weak mask from RECIST axes: four quarter-ellipses joining the 4 end points.
-
-    ``recist_xy`` is (4, 2): long1, long2, short1, short2 in image pixel coordinates.
-    Centred where the two axes cross; when they bisect each other this is exactly the
-    ellipse with the two diameters as its axes. Returns a bool ``(rows, cols)`` mask.
-    """
-    p = np.asarray(recist_xy, dtype=np.float64).reshape(4, 2)
-    d1, d2 = p[1] - p[0], p[3] - p[2]
-    a = np.array([d1, -d2]).T
-    try:
-        t = np.linalg.solve(a, p[2] - p[0])
-        centre = p[0] + t[0] * d1
-    except np.linalg.LinAlgError:
-        centre = p.mean(0)
-    rows, cols = size
-    mask = np.zeros((rows, cols), dtype=bool)
-    lo = np.floor(p.min(0)).astype(int)
-    hi = np.ceil(p.max(0)).astype(int)
-    x0, y0 = max(lo[0], 0), max(lo[1], 0)
-    x1, y1 = min(hi[0], cols - 1), min(hi[1], rows - 1)
-    if x1 < x0 or y1 < y0:
-        return mask
-    v, u = np.mgrid[y0 : y1 + 1, x0 : x1 + 1].astype(np.float64)
-    rel = np.stack([u - centre[0], v - centre[1]], -1)
-    inside = np.zeros(u.shape, dtype=bool)
-    for end_a in (p[0], p[1]):
-        for end_b in (p[2], p[3]):
-            basis = np.array([end_a - centre, end_b - centre]).T
-            if abs(np.linalg.det(basis)) < 1e-9:
-                continue
-            coef = rel @ np.linalg.inv(basis).T
-            inside |= ((coef >= -1e-9).all(-1)) & ((coef**2).sum(-1) <= 1 + 1e-9)
-    mask[y0 : y1 + 1, x0 : x1 + 1] = inside
-    return mask
+def blend_window(
+    planes: Sequence[tuple[np.ndarray, float]],
+    hu_offset: float,
+    window_hu: tuple[float, float],
+    offset: float,
+    out: np.ndarray,
+) -> np.ndarray:
+    """``window_float(sum(w * raw) - hu_offset)`` of raw (e.g. uint16 PNG) planes, written
+    into float32 ``out`` in one pass per pair of planes (scale and shift folded together)."""
+    low, high = window_hu
+    gain = 255.0 / (high - low)  # 0..255 per HU
+    shift = -(hu_offset + low) * gain - offset
+    first, w0 = planes[0]
+    if len(planes) == 1:
+        cv2.addWeighted(first, w0 * gain, first, 0.0, shift, dst=out, dtype=cv2.CV_32F)
+    else:
+        second, w1 = planes[1]
+        cv2.addWeighted(first, w0 * gain, second, w1 * gain, shift, dst=out, dtype=cv2.CV_32F)
+        for extra, w in planes[2:]:
+            cv2.scaleAdd(np.asarray(extra, np.float32), w * gain, out, dst=out)
+    return np.clip(out, -offset, 255.0 - offset, out=out)

@@ -21,7 +21,15 @@ from deeplesion.data.annotations import Lesion
 from deeplesion.data.context import context_offsets_mm, plan_context
 from deeplesion.data.slices import HU_OFFSET
 from deeplesion.data.sources import SliceSource, as_source
-from deeplesion.training.imageops import body_bbox, resize_bilinear, warp_affine, window_float
+from deeplesion.errors import ImageReadError
+from deeplesion.training.imageops import (
+    blend_window,
+    body_bbox,
+    resize_bilinear,
+    resized_size,
+    warp_affine,
+    window_float,
+)
 from deeplesion.training.settings import Augmentation, Preprocessing
 from deeplesion.training.transform import ImageTransform, lesion_boxes, lesion_recist
 
@@ -94,17 +102,9 @@ def prepare_key_slice(
 
     key_raw = raw(centre)
     rows, cols = key_raw.shape
-    hu = np.empty((len(blends), rows, cols), dtype=np.float32)
-    for i, blend in enumerate(blends):
-        acc = np.zeros((rows, cols), dtype=np.float32)
-        for number, weight in blend:
-            acc += raw(number).astype(np.float32) * np.float32(weight)
-        hu[i] = acc - np.float32(HU_OFFSET)
-    image = window_float(hu, params.window_hu, params.offset)
-
     x0, y0, x1, y1 = 0, 0, cols - 1, rows - 1
     if params.body_crop:
-        found = body_bbox(key_raw, params.body_threshold_png, params.opening_px)
+        found = _body_box(source, folder, centre, key_raw, params)
         if found is not None:
             x0, y0, x1, y1 = found
     if aug.crop_jitter_px is not None:
@@ -112,24 +112,34 @@ def prepare_key_slice(
         jx0, jy0, jx1, jy1 = (int(v) for v in rng.integers(lo, hi + 1, size=4))
         x0, x1 = sorted((min(max(x0 + jx0, 0), cols - 1), min(max(x1 + jx1, 0), cols - 1)))
         y0, y1 = sorted((min(max(y0 + jy0, 0), rows - 1), min(max(y1 + jy1, 0), rows - 1)))
-    image = image[:, y0 : y1 + 1, x0 : x1 + 1]
+    crop_rows, crop_cols = y1 - y0 + 1, x1 - x0 + 1
 
     scale = 1.0
     if params.target_spacing_mm is not None and pixel_spacing_mm > 0:
         scale = float(pixel_spacing_mm) / params.target_spacing_mm
-    longest = max(image.shape[1:]) * scale
+    longest = max(crop_rows, crop_cols) * scale
     if params.max_size_px is not None and longest > params.max_size_px:
         scale *= params.max_size_px / longest
     if aug.rescale_range is not None:
         scale *= float(rng.uniform(*aug.rescale_range))
-    if scale != 1.0:
-        image = resize_bilinear(image, scale)
-    out_rows, out_cols = image.shape[1:]
+
+    # blend, window and resize one channel at a time, on the crop only
+    out_rows, out_cols = resized_size((crop_rows, crop_cols), scale)
+    if scale == 1.0:
+        out_rows, out_cols = crop_rows, crop_cols
+    image = np.empty((len(blends), out_rows, out_cols), dtype=np.float32)
+    windowed = np.empty((crop_rows, crop_cols), dtype=np.float32)
+    for channel, blend in zip(image, blends):
+        planes = [(_crop(raw(n), folder, n, (rows, cols), (x0, y0, x1, y1)), w) for n, w in blend]
+        if scale == 1.0:
+            blend_window(planes, HU_OFFSET, params.window_hu, params.offset, out=channel)
+        else:
+            blend_window(planes, HU_OFFSET, params.window_hu, params.offset, out=windowed)
+            channel[...] = resize_bilinear(windowed, scale)
     # u = (x - x0 + 0.5) * scale - 0.5
     m = np.array([[scale, 0.0, (0.5 - x0) * scale - 0.5], [0.0, scale, (0.5 - y0) * scale - 0.5]])
 
     flipped = rotated = False
-    fill = float(window_float(np.array([-32768.0]), params.window_hu, params.offset)[0])
     if aug.affine_prob > 0 and float(rng.uniform()) < aug.affine_prob:
         angle = math.radians(float(rng.uniform(-aug.rotate_deg, aug.rotate_deg)))
         zoom = 1.0 + float(rng.uniform(-aug.scale_frac, aug.scale_frac))
@@ -137,11 +147,12 @@ def prepare_key_slice(
         cx, cy = (out_cols - 1) / 2.0, (out_rows - 1) / 2.0
         c, s = math.cos(angle) * zoom, math.sin(angle) * zoom
         a = np.array([[c, -s, cx - c * cx + s * cy + tx], [s, c, cy - s * cx - c * cy + ty]])
+        fill = float(window_float(np.array([-HU_OFFSET]), params.window_hu, params.offset)[0])
         image = warp_affine(image, a, (out_rows, out_cols), fill)
         m = a @ np.vstack([m, [0, 0, 1]])
         rotated = angle != 0.0
     if aug.hflip_prob > 0 and float(rng.uniform()) < aug.hflip_prob:
-        image = image[:, :, ::-1]
+        image = np.ascontiguousarray(image[:, :, ::-1])
         m = np.array([[-1.0, 0.0, out_cols - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([m, [0, 0, 1]])
         flipped = True
     transform = ImageTransform(
@@ -154,7 +165,36 @@ def prepare_key_slice(
         flipped=flipped,
         rotated=rotated,
     )
-    return PreparedSlice(np.ascontiguousarray(image, dtype=np.float32), transform, blends)
+    return PreparedSlice(image, transform, blends)
+
+
+def _body_box(
+    source: SliceSource, folder: str, slice_number: int, key_raw: np.ndarray, params: Preprocessing
+) -> tuple[int, int, int, int] | None:
+    """The body crop box of a slice: the source's precomputed one when it offers it."""
+    precomputed = getattr(source, "body_box_px0", None)
+    if precomputed is not None:
+        box = precomputed(folder, slice_number, params.body_threshold_png, params.opening_px)
+        if box is not None:
+            x0, y0, x1, y1 = (int(v) for v in box)
+            return x0, y0, x1, y1
+    return body_bbox(key_raw, params.body_threshold_png, params.opening_px)
+
+
+def _crop(
+    raw: np.ndarray,
+    folder: str,
+    slice_number: int,
+    size: tuple[int, int],
+    box: tuple[int, int, int, int],
+) -> np.ndarray:
+    if raw.shape != size:
+        raise ImageReadError(
+            f"{folder} slice {slice_number}: {raw.shape[0]}x{raw.shape[1]} pixels, "
+            f"but the key slice has {size[0]}x{size[1]}"
+        )
+    x0, y0, x1, y1 = box
+    return raw[y0 : y1 + 1, x0 : x1 + 1]
 
 
 def _matrix_tuple(m: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
