@@ -991,3 +991,30 @@ def test_nifti_checks_slice_sizes_against_dl_info(sample_root, tmp_path):
     no_traceback(result)
     assert "; 1 unreadable slices" in result.output
     assert "DL_info says 512x512" in result.output
+
+
+# =========================================================================== progress totals
+def test_validate_progress_reports_its_total(sample_root):
+    """Every progress call carries the total, and the last one says all rows are done."""
+    from deeplesion.data.validation import validate
+
+    csv_path = sample_root / "DL_info.csv"
+    n_rows = len(csv_path.read_text().strip().splitlines()) - 1
+    calls: list[tuple[int, int]] = []
+    validate(csv_path, images_root=sample_root, progress=lambda d, t: calls.append((d, t)))
+    assert calls and calls[-1] == (n_rows, n_rows)
+    assert all(0 <= done <= total for done, total in calls)
+
+
+def test_report_progress_sections_are_the_declared_ones(sample_root, tmp_path):
+    """The CLI's bar total comes from REPORT_SECTIONS: they must be what build_report reports."""
+    from deeplesion.data.annotations import load_lesions
+    from deeplesion.review.report import REPORT_SECTIONS, build_report
+
+    table = load_lesions(sample_root / "DL_info.csv")
+    with_root: list[str] = []
+    build_report(table, root=sample_root, progress=with_root.append)
+    without_root: list[str] = []
+    build_report(table, progress=without_root.append)
+    assert tuple(with_root) == REPORT_SECTIONS
+    assert tuple(without_root) == REPORT_SECTIONS[:-1]

@@ -354,11 +354,12 @@ def report(
     csv_path: Path, root, out_dir: Path, fraction, per_type: int, seed: int, overwrite: bool
 ) -> None:
     """One self-contained HTML page: counts, distributions, body map, gallery."""
-    from deeplesion.review.report import REPORT_FILE, write_report
+    from deeplesion.review.report import REPORT_FILE, REPORT_SECTIONS, write_report
 
     with fail_cleanly():
         check_new_output(out_dir / REPORT_FILE, overwrite=overwrite)
-    with fail_cleanly(), progress_bar("report", None) as update:
+    sections = REPORT_SECTIONS if root is not None else REPORT_SECTIONS[:-1]
+    with fail_cleanly(), progress_bar("report", len(sections)) as update:
         done = []
 
         def step(name: str) -> None:

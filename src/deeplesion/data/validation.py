@@ -41,7 +41,7 @@ def validate(
     path: str | Path,
     *,
     images_root: str | Path | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ValidationReport:
     """Check every row of a DL_info.csv; with ``images_root``, also each key slice
     (release layout, or a flat folder of key slices named by ``File_name``): a PNG that is
@@ -49,8 +49,8 @@ def validate(
     header, without decoding). Absent PNGs (a partial root) are counted in
     ``key_slices_absent``, not reported one by one.
 
-    ``progress`` is called with the number of rows checked so far: every 1000 rows while
-    images are looked for, and once at the end.
+    ``progress(done, total)`` is called with the rows checked so far and the row count:
+    every 1000 rows while images are looked for, and once at the end.
     """
     path = Path(path)
     rows, lesions, problems = read_dl_info(path)
@@ -59,7 +59,7 @@ def validate(
         seen: set[str] = set()
         for done, lesion in enumerate(lesions, start=1):
             if progress and done % 1000 == 0:
-                progress(done)
+                progress(done, len(lesions))
             if lesion.file_name in seen:
                 continue
             seen.add(lesion.file_name)
@@ -78,5 +78,5 @@ def validate(
                 )
         problems.sort(key=lambda p: p.line or 0)
     if progress:
-        progress(report.rows)
+        progress(report.rows, report.rows)
     return report

@@ -31,6 +31,8 @@ from deeplesion.data.stats import dataset_stats
 from deeplesion.review.bodymap import TYPE_COLOURS, body_map_figure, figure_png_bytes
 
 REPORT_FILE = "report.html"
+#: The sections ``build_report`` reports to ``progress``, in order (the gallery needs a root).
+REPORT_SECTIONS = ("counts", "distributions", "body map", "gallery")
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1100px;color:#222;padding:0 1em}
