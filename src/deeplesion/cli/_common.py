@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -68,6 +68,31 @@ def progress_bar(description: str, total: int | None = None, *, lazy: bool = Fal
         if not lazy:
             show()
         yield update
+
+
+def parallel_options(command: Callable) -> Callable:
+    """``--workers``, ``--shard`` and ``--scheduler`` of the converters (nifti, store)."""
+    for option in reversed(
+        (
+            click.option(
+                "--workers",
+                default=1,
+                show_default=True,
+                type=click.IntRange(min=1),
+                help="Processes on this machine.",
+            ),
+            click.option(
+                "--shard", help="Only shard i of N (e.g. 2/4): deterministic split across machines."
+            ),
+            click.option(
+                "--scheduler",
+                metavar="ADDRESS",
+                help="Run the tasks on this Dask distributed scheduler (extra [dask]).",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
 
 
 #: ``--overwrite`` of every command that writes a file: existing outputs are otherwise kept.

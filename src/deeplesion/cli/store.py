@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from deeplesion.cli._common import console, err_console, fail_cleanly, progress_bar
+from deeplesion.cli._common import (
+    console,
+    err_console,
+    fail_cleanly,
+    parallel_options,
+    progress_bar,
+)
 from deeplesion.convert.jobs import parse_shard
 from deeplesion.convert.store import StoreBuildError, build_store, verify_store
 from deeplesion.data.store import FORMATS
@@ -55,19 +61,7 @@ def _size(n_bytes: int) -> str:
     help="npy: raw arrays for memory mapping (fastest reads); zarr: Zarr v3, Blosc zstd "
     "(smaller than the PNGs, extra [store]).",
 )
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Processes on this machine.",
-)
-@click.option("--shard", help="Only shard i of N (e.g. 2/4): deterministic split across machines.")
-@click.option(
-    "--scheduler",
-    metavar="ADDRESS",
-    help="Run the tasks on this Dask distributed scheduler (extra [dask]).",
-)
+@parallel_options
 @click.option("--verify", is_flag=True, help="Afterwards re-read every PNG and compare.")
 def store(
     root: Path,

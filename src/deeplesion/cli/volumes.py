@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from deeplesion.cli._common import console, err_console, fail_cleanly, progress_bar
+from deeplesion.cli._common import (
+    console,
+    err_console,
+    fail_cleanly,
+    parallel_options,
+    progress_bar,
+)
 from deeplesion.convert.nifti import (
     BACKENDS,
     LAYOUTS,
@@ -104,19 +110,7 @@ def volumes(
     help="project: voxel (i,j,k) = DL_info pixel (x=i+1, y=j+1) of slice first+k; "
     "official: the official script's (row, col, slice) array and affine.",
 )
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Processes on this machine.",
-)
-@click.option("--shard", help="Only shard i of N (e.g. 2/4): deterministic split across machines.")
-@click.option(
-    "--scheduler",
-    metavar="ADDRESS",
-    help="Run the tasks on this Dask distributed scheduler (extra [dask]).",
-)
+@parallel_options
 @_SPACING
 @click.option(
     "--compression",
