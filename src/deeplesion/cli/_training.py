@@ -83,10 +83,13 @@ def start_options(*, files: str, preset: str, preset_help: str) -> Callable:
     )
 
 
-def schedule_options(*, epochs: int, batch_size: int, lr: float, items: str) -> Callable:
+def schedule_options(
+    *, epochs: int, batch_size: int, lr: float, items: str, cached: str
+) -> Callable:
     """``--epochs``, ``--batch-size``, ``--iterations-per-epoch``, ``--lr``,
     ``--no-augment``, ``--cache``, ``--seed``, ``--workers``, ``--device``,
-    ``--checkpoint-every`` and ``--store``; ``items``: what the run goes over."""
+    ``--checkpoint-every`` and ``--store``; ``items``: what an epoch goes over, ``cached``:
+    what ``--cache`` keeps."""
     return _stack(
         click.option(
             "--epochs",
@@ -101,7 +104,7 @@ def schedule_options(*, epochs: int, batch_size: int, lr: float, items: str) -> 
             "--lr", type=click.FloatRange(min=0, min_open=True), default=lr, show_default=True
         ),
         click.option("--no-augment", is_flag=True, help="Switch off the preset's augmentation."),
-        click.option("--cache", is_flag=True, help=f"Keep un-augmented {items} in memory."),
+        click.option("--cache", is_flag=True, help=f"Keep un-augmented {cached} in memory."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True),
         device_option,

@@ -96,7 +96,7 @@ def _tag_targets(csv_path: Path, lesanet: Path | None, override: bool):
     is_flag=True,
     help="--target tags: accept a DL_info.csv that is not the official file.",
 )
-@shared.schedule_options(epochs=10, batch_size=16, lr=1e-3, items="lesions")
+@shared.schedule_options(epochs=10, batch_size=16, lr=1e-3, items="lesions", cached="patches")
 def train_classifier_cmd(
     root: Path, out_dir: Path, annotations: Path | None, sets: tuple[str, ...], **options
 ) -> None:

@@ -131,7 +131,7 @@ def export_coco_cmd(
     default="val",
     show_default=True,
 )
-@shared.schedule_options(epochs=8, batch_size=2, lr=0.01, items="images")
+@shared.schedule_options(epochs=8, batch_size=2, lr=0.01, items="images", cached="images")
 def train_detector_cmd(
     root: Path, out_dir: Path, annotations: Path | None, sets: tuple[str, ...], **options
 ) -> None:
