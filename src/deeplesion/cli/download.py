@@ -115,14 +115,12 @@ class _DownloadBars:
     "--parallel",
     type=click.IntRange(1, 16),
     default=2,
-    show_default=True,
     help="Files fetched at the same time.",
 )
 @click.option(
     "--retries",
     type=click.IntRange(0, 1000),
     default=5,
-    show_default=True,
     help="Consecutive attempts without progress before giving up on a file.",
 )
 @click.option(
@@ -130,7 +128,6 @@ class _DownloadBars:
     "timeout_s",
     type=click.FloatRange(0.1),
     default=60.0,
-    show_default=True,
     help="Seconds without data before an attempt is dropped.",
 )
 @click.option(
@@ -138,7 +135,6 @@ class _DownloadBars:
     "backoff_s",
     type=click.FloatRange(0),
     default=1.0,
-    show_default=True,
     help="First pause between retries (doubles each time).",
 )
 def download(
@@ -246,19 +242,17 @@ def verify(dest: Path, manifest: Path | None, only: str | None) -> None:
 @click.command()
 @click.argument("dest", type=click.Path(exists=True, path_type=Path))
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--max-shown", default=50, show_default=True, help="Problems to print.")
+@click.option("--max-shown", default=50, help="Problems to print.")
 @click.option(
     "--max-member-mb",
     type=click.FloatRange(min=0, min_open=True),
     default=64.0,
-    show_default=True,
     help="Refuse members declaring more MiB than this (a CT slice is well under 8).",
 )
 @click.option(
     "--max-ratio",
     type=click.FloatRange(min=1),
     default=100.0,
-    show_default=True,
     help="Refuse members (of 1 MiB or more) compressed more than this (zip bombs).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace files under ROOT whose contents differ.")
