@@ -41,6 +41,12 @@ _ONLY = click.option(
 )
 
 
+def _seconds(name: str, default: float, minimum: float, help: str):
+    """A duration option, in seconds, into the parameter ``<name>_s``."""
+    dest = name.removeprefix("--") + "_s"
+    return click.option(name, dest, type=click.FloatRange(minimum), default=default, help=help)
+
+
 class _DownloadBars:
     """Turns FileProgress events (from worker threads) into one bar per file being fetched
     and an overall bar of the bytes this run still has to fetch."""
@@ -112,10 +118,7 @@ class _DownloadBars:
 @_MANIFEST
 @_ONLY
 @click.option(
-    "--parallel",
-    type=click.IntRange(1, 16),
-    default=2,
-    help="Files fetched at the same time.",
+    "--parallel", type=click.IntRange(1, 16), default=2, help="Files fetched at the same time."
 )
 @click.option(
     "--retries",
@@ -123,20 +126,8 @@ class _DownloadBars:
     default=5,
     help="Consecutive attempts without progress before giving up on a file.",
 )
-@click.option(
-    "--timeout",
-    "timeout_s",
-    type=click.FloatRange(0.1),
-    default=60.0,
-    help="Seconds without data before an attempt is dropped.",
-)
-@click.option(
-    "--backoff",
-    "backoff_s",
-    type=click.FloatRange(0),
-    default=1.0,
-    help="First pause between retries (doubles each time).",
-)
+@_seconds("--timeout", 60.0, 0.1, "Seconds without data before an attempt is dropped.")
+@_seconds("--backoff", 1.0, 0, "First pause between retries (doubles each time).")
 def download(
     dest: Path,
     manifest: Path | None,

@@ -28,7 +28,6 @@ from deeplesion.convert.nifti import (
     BACKENDS,
     LAYOUTS,
     export_nifti,
-    in_shard,
 )
 from deeplesion.convert.store import build_store, verify_store
 from deeplesion.data.store import FORMATS
@@ -53,6 +52,7 @@ def _spacing(ctx, param, value: str | None) -> tuple[float, float, float] | None
 _CSV = csv_option("DL_info.csv (default: ROOT/DL_info.csv if present).")
 _SPACING = click.option(
     "--spacing",
+    "default_spacing_mm",
     callback=_spacing,
     help="X,Y,Z mm for series folders without DL_info rows "
     "(otherwise they are reported and skipped).",
@@ -68,7 +68,7 @@ _SPACING = click.option(
 def volumes(
     root: Path,
     csv_path: Path | None,
-    spacing: tuple[float, float, float] | None,
+    default_spacing_mm: tuple[float, float, float] | None,
     check: bool,
     list_volumes: bool,
 ) -> None:
@@ -77,7 +77,7 @@ def volumes(
         index = index_volumes(
             root,
             csv_path,
-            default_spacing_mm=spacing,
+            default_spacing_mm=default_spacing_mm,
             check_slices=check,
             progress=update if check else None,
         )
@@ -118,37 +118,12 @@ def volumes(
 @_SPACING
 @choice_option("--compression", BACKENDS, "auto", "gzip encoder: isal (extra [fast]) or zlib.")
 @click.option("--level", type=int, help="gzip level (default: zlib 1, isal 2).")
-def nifti(
-    root: Path,
-    out: Path,
-    csv_path: Path | None,
-    layout: str,
-    workers: int,
-    shard: tuple[int, int] | None,
-    scheduler: str | None,
-    spacing: tuple[float, float, float] | None,
-    compression: str,
-    level: int | None,
-) -> None:
+def nifti(root: Path, out: Path, **settings) -> None:
     """Write one int16 .nii.gz per contiguous sub-volume of ROOT into OUT (resumable)."""
-    with fail_cleanly():
-        index = index_volumes(root, csv_path, default_spacing_mm=spacing)
-        total = sum(
-            v.n_slices for v in index.volumes if v.spacing_mm is not None and in_shard(v, shard)
-        )
-        with progress_bar("slices", total) as update:
-            report = export_nifti(
-                root,
-                out,
-                index=index,
-                layout=layout,
-                workers=workers,
-                shard=shard,
-                scheduler=scheduler,
-                compression=compression,
-                level=level,
-                progress=lambda done, total: update(done),
-            )
+    # settings: csv_path, layout, workers, shard, scheduler, default_spacing_mm,
+    # compression, level (export_nifti's own names)
+    with fail_cleanly(), progress_bar("slices", None) as update:
+        report = export_nifti(root, out, progress=update, **settings)
     print_unconverted(
         report.unreadable, report.not_exported, "spacing unknown (no DL_info row; pass --spacing)"
     )
