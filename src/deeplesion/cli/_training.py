@@ -9,7 +9,6 @@ torch is imported only when a command runs (the ``[torch]`` extra).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -18,58 +17,54 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from deeplesion.cli._common import console, err_console, fail_cleanly, find_csv, progress_bar
+from deeplesion.cli._common import (
+    bad_parameter,
+    console,
+    err_console,
+    fail_cleanly,
+    find_csv,
+    need_extra,
+    progress_bar,
+    warn,
+)
+from deeplesion.cli._options import (
+    EXISTING_FILE,
+    NEW_DIR,
+    NEW_FILE,
+    SPLIT_OR_ALL,
+    annotations_option,
+    options,
+    seed_option,
+    store_option,
+)
 from deeplesion.training.presets import PREPROCESSING_PRESETS
 
-SPLITS = click.Choice(["train", "val", "test", "all"])
 POSITIVE = click.IntRange(min=1)
 
-
-def _stack(*decorators: Callable) -> Callable:
-    """One decorator applying ``decorators`` so that the options list in their order."""
-
-    def apply(command: Callable) -> Callable:
-        for decorator in reversed(decorators):
-            command = decorator(command)
-        return command
-
-    return apply
-
-
-store_option = click.option(
-    "--store",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Read the slices from this training store (built by `deeplesion store ROOT OUT`) "
-    "instead of ROOT's PNGs: same samples, no PNG decoding.",
+_store = store_option(
+    "Read the slices from this training store (built by `deeplesion store ROOT OUT`) "
+    "instead of ROOT's PNGs: same samples, no PNG decoding."
 )
-annotations_option = click.option(
-    "--annotations",
-    type=click.Path(exists=True, path_type=Path),
-    help="DL_info.csv (default: ROOT/DL_info.csv).",
-)
-device_option = click.option(
-    "--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps."
-)
+device_option = click.option("--device", default="cpu", help="cpu, cuda, cuda:N or mps.")
 
 
 def start_options(*, files: str, preset: str, preset_help: str) -> Callable:
     """``--out RUN`` (the run folder holding ``files``), ``--annotations``, ``--preset``
     (default ``preset``) and the repeatable ``--set KEY=VALUE``."""
-    return _stack(
+    return options(
         click.option(
             "--out",
             "out_dir",
             required=True,
-            type=click.Path(file_okay=False, path_type=Path),
+            type=NEW_DIR,
             help=f"Run folder ({files}). A run with last.pt resumes with its own settings "
             "(only --epochs can extend it).",
         ),
-        annotations_option,
+        annotations_option(),
         click.option(
             "--preset",
             type=click.Choice(list(PREPROCESSING_PRESETS), case_sensitive=False),
             default=preset,
-            show_default=True,
             help=preset_help,
         ),
         click.option(
@@ -90,52 +85,47 @@ def schedule_options(
     ``--no-augment``, ``--cache``, ``--seed``, ``--workers``, ``--device``,
     ``--checkpoint-every`` and ``--store``; ``items``: what an epoch goes over, ``cached``:
     what ``--cache`` keeps."""
-    return _stack(
+    return options(
         click.option(
             "--epochs",
             type=POSITIVE,
             help=f"Epochs [default: {epochs}]; on resume, extends the run if larger.",
         ),
-        click.option("--batch-size", type=POSITIVE, default=batch_size, show_default=True),
+        click.option("--batch-size", type=POSITIVE, default=batch_size),
         click.option(
             "--iterations-per-epoch", type=POSITIVE, help=f"Default: one pass over the {items}."
         ),
-        click.option(
-            "--lr", type=click.FloatRange(min=0, min_open=True), default=lr, show_default=True
-        ),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=lr),
         click.option("--no-augment", is_flag=True, help="Switch off the preset's augmentation."),
         click.option("--cache", is_flag=True, help=f"Keep un-augmented {cached} in memory."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True),
+        seed_option(),
+        click.option("--workers", type=click.IntRange(min=0), default=0),
         device_option,
         click.option(
             "--checkpoint-every",
             type=click.IntRange(min=0),
             default=50,
-            show_default=True,
             help="Iterations between checkpoints (0: per epoch only).",
         ),
-        store_option,
+        _store,
     )
 
 
 def prediction_options(*, split: str, out_help: str, batch_size: int) -> Callable:
     """``--checkpoint``, ``--split``, ``--out`` (a CSV), ``--annotations``,
     ``--batch-size``, ``--device`` and ``--store`` of ``detect`` and ``classify``."""
-    return _stack(
+    return options(
         click.option(
             "--checkpoint",
             required=True,
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            type=EXISTING_FILE,
         ),
-        click.option("--split", type=SPLITS, default=split, show_default=True),
-        click.option(
-            "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help=out_help
-        ),
-        annotations_option,
-        click.option("--batch-size", type=POSITIVE, default=batch_size, show_default=True),
+        click.option("--split", type=SPLIT_OR_ALL, default=split),
+        click.option("--out", required=True, type=NEW_FILE, help=out_help),
+        annotations_option(),
+        click.option("--batch-size", type=POSITIVE, default=batch_size),
         device_option,
-        store_option,
+        _store,
     )
 
 
@@ -160,13 +150,7 @@ def predict(function: Callable, description: str, root: Path, options: Mapping[s
 
 
 def need_torch() -> None:
-    try:
-        for module in ("torch", "torchvision"):
-            importlib.import_module(module)
-    except ImportError as exc:
-        raise click.ClickException(
-            f"this command needs PyTorch: pip install 'deeplesion[torch]' ({exc})"
-        ) from exc
+    need_extra(("torch", "torchvision"), "torch", "PyTorch")
 
 
 def split_value(value: str | None) -> str | None:
@@ -182,10 +166,8 @@ def check_device(device: str) -> None:
     from deeplesion.training.detector_model import DetectorError
     from deeplesion.training.detector_model import check_device as check
 
-    try:
+    with bad_parameter("'--device'", DetectorError):
         check(device)
-    except DetectorError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--device'") from None
 
 
 def main_process() -> bool:
@@ -198,11 +180,9 @@ def parse_sets(preset: str, sets: tuple[str, ...]) -> dict[str, object]:
     from deeplesion.training.presets import preset as get_preset
     from deeplesion.training.settings import PreprocessError, parse_override
 
-    try:
+    with bad_parameter("'--set'", PreprocessError):
         overrides = dict(parse_override(s) for s in sets)
         get_preset(preset, **overrides)
-    except PreprocessError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--set'") from None
     return overrides
 
 
@@ -271,11 +251,9 @@ def _warn_ignored(
     """Name each option a resumed run ignores, with the value it keeps."""
     if not differences:
         return
-    err_console.print(
-        f"[yellow]warning[/yellow]: the run in {out_dir} resumes with its saved "
-        "settings (only --epochs can extend it; use a new --out to change "
-        "them); ignored:",
-        highlight=False,
+    warn(
+        f"the run in {out_dir} resumes with its saved settings (only --epochs can extend "
+        "it; use a new --out to change them); ignored:"
     )
     for field, given, kept in differences:
         if field.startswith("overrides."):
@@ -286,7 +264,6 @@ def _warn_ignored(
             option = f"{option_of[field]} {_shown(given)}"
         err_console.print(
             f"  {option} (saved {field.split('.')[-1]}: {_shown(kept)})",
-            highlight=False,
             markup=False,
         )
 

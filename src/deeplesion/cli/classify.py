@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from deeplesion.cli import _training as shared
-from deeplesion.cli._common import console, err_console, fail_cleanly, find_csv
+from deeplesion.cli._common import console, fail_cleanly, find_csv, warn
+from deeplesion.cli._options import choice_option, lesanet_options, root_argument
 
 #: click parameter name -> ClassifierConfig field.
 _FIELD_OF = {
@@ -41,60 +42,47 @@ def _tag_targets(csv_path: Path, lesanet: Path | None, override: bool):
 
     official = check_official(csv_path, override_fingerprint=override)
     if not official:
-        err_console.print(
-            f"[yellow]warning:[/yellow] {csv_path} is not the official DL_info.csv; "
-            "tags joined by row index at your request",
-            highlight=False,
+        warn(
+            f"{csv_path} is not the official DL_info.csv; tags joined by row index at your request"
         )
     folder = lesanet_dir(lesanet)
     return TagTargets.from_lesanet(load_text_mined(folder / "text_mined_labels_171_and_split.json"))
 
 
 @click.command("train-classifier")
-@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@root_argument
 @shared.start_options(
     files="checkpoints, history.json, split.json",
     preset="lesanet",
     preset_help="Preprocessing preset (context slices become the channels).",
 )
-@click.option(
+@choice_option(
     "--target",
-    type=click.Choice(["type", "tags"]),
-    default="type",
-    show_default=True,
-    help="8 coarse types (val/test rows, patient-level split) or 171 LesaNet tags.",
+    ["type", "tags"],
+    "type",
+    "8 coarse types (val/test rows, patient-level split) or 171 LesaNet tags.",
 )
-@click.option(
-    "--arch", type=click.Choice(["resnet18", "tiny"]), default="resnet18", show_default=True
-)
+@choice_option("--arch", ["resnet18", "tiny"], "resnet18", "Network (tiny: three conv layers).")
 @click.option(
     "--pretrained", is_flag=True, help="Start from ImageNet ResNet-18 weights (downloads them)."
 )
-@click.option("--patch-px", type=click.IntRange(min=8), default=64, show_default=True)
+@click.option("--patch-px", type=click.IntRange(min=8), default=64)
 @click.option(
     "--padding-px",
     type=click.IntRange(min=0),
     default=16,
-    show_default=True,
     help="Context around the lesion box (prepared-image pixels) before resizing.",
 )
 @click.option(
     "--val-fraction",
     type=click.FloatRange(0, 1, max_open=True),
     default=0.2,
-    show_default=True,
     help="--target type: share of labelled patients held out for validation.",
 )
 @click.option("--shuffle-labels", is_flag=True, help="Sanity check: train on permuted labels.")
-@click.option(
-    "--lesanet",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="--target tags: LesaNet program_data folder (default: $DEEPLESION_LESANET).",
-)
-@click.option(
-    "--override-fingerprint",
-    is_flag=True,
-    help="--target tags: accept a DL_info.csv that is not the official file.",
+@lesanet_options(
+    "--target tags: LesaNet program_data folder (default: $DEEPLESION_LESANET).",
+    "--target tags: accept a DL_info.csv that is not the official file.",
 )
 @shared.schedule_options(epochs=10, batch_size=16, lr=1e-3, items="lesions", cached="patches")
 def train_classifier_cmd(
@@ -138,7 +126,7 @@ def _validation(val: dict) -> str:
 
 
 @click.command("classify")
-@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@root_argument
 @shared.prediction_options(
     split="all",
     out_help="Predictions CSV: row_index,file_name,predicted_type,... (types) or "

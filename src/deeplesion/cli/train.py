@@ -11,6 +11,15 @@ import click
 
 from deeplesion.cli import _training as shared
 from deeplesion.cli._common import console, fail_cleanly, load_table, overwrite_option
+from deeplesion.cli._options import (
+    EXISTING_DIR,
+    NEW_FILE,
+    SPLIT_OR_ALL,
+    choice_option,
+    csv_argument,
+    out_option,
+    root_argument,
+)
 from deeplesion.data.io import check_new_output
 
 #: click parameter name -> TrainConfig field.
@@ -38,20 +47,14 @@ _FIELD_OF = {
 
 
 @click.command("export-coco")
-@click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
-@click.option("--split", type=shared.SPLITS, default="all", show_default=True)
-@click.option(
-    "--out",
-    "out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="COCO JSON to write.",
-)
+@csv_argument
+@click.option("--split", type=SPLIT_OR_ALL, default="all")
+@out_option("out", NEW_FILE, "COCO JSON to write.", required=True)
 @click.option("--include-noisy", is_flag=True, help="Keep lesions marked Possibly_noisy.")
 @click.option(
     "--masks",
     "masks_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=EXISTING_DIR,
     help="Masks folder from `deeplesion masks`: adds each key-slice mask as RLE.",
 )
 @overwrite_option
@@ -87,20 +90,19 @@ def export_coco_cmd(
 
 
 @click.command("train-detector")
-@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@root_argument
 @shared.start_options(
     files="checkpoints, history.json", preset="mulan", preset_help="Preprocessing preset."
 )
-@click.option(
+@choice_option(
     "--arch",
-    type=click.Choice(["fasterrcnn_resnet50_fpn_v2", "tiny"]),
-    default="fasterrcnn_resnet50_fpn_v2",
-    show_default=True,
+    ["fasterrcnn_resnet50_fpn_v2", "tiny"],
+    "fasterrcnn_resnet50_fpn_v2",
+    "Network (tiny: a small CNN for CPU smoke runs).",
 )
 @click.option(
     "--anchors",
     default="16,24,32,48,96",
-    show_default=True,
     help="Anchor sizes in px (5 for the FPN backbone).",
 )
 @click.option(
@@ -108,13 +110,12 @@ def export_coco_cmd(
     is_flag=True,
     help="Start from ImageNet ResNet-50 weights (downloads them).",
 )
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@choice_option("--optimizer", ["sgd", "adamw"], "sgd", "SGD (momentum 0.9) or AdamW.")
 @click.option(
     "--warmup",
     "warmup",
     type=click.IntRange(min=0),
     default=100,
-    show_default=True,
     help="Linear warm-up iterations.",
 )
 @click.option(
@@ -124,12 +125,11 @@ def export_coco_cmd(
     type=shared.POSITIVE,
     help="Epoch at which the learning rate is divided by 10 (repeatable).",
 )
-@click.option("--train-split", type=shared.SPLITS, default="train", show_default=True)
+@click.option("--train-split", type=SPLIT_OR_ALL, default="train")
 @click.option(
     "--val-split",
     type=click.Choice(["train", "val", "test", "all", "none"]),
     default="val",
-    show_default=True,
 )
 @shared.schedule_options(epochs=8, batch_size=2, lr=0.01, items="images", cached="images")
 def train_detector_cmd(
@@ -170,7 +170,7 @@ def train_detector_cmd(
 
 
 @click.command("detect")
-@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@root_argument
 @shared.prediction_options(
     split="test",
     out_help="Predictions CSV (file_name,x1,y1,x2,y2,score; 1-based DL_info pixels).",
