@@ -183,3 +183,12 @@ def test_image_work_does_not_block_the_event_loop(sample_root):
         assert asyncio.run(scenario()) == (200, 200)
     finally:
         source.release.set()
+
+
+def test_png_level_of_the_app(sample_root):
+    """Level 0 (a page on this machine) and level 1 (across a network): same pixels."""
+    name = "/api/slice/000001_01_01_010.png?window=lung"
+    stored = TestClient(open_explorer(sample_root).app(png_level=0)).get(name).content
+    packed = TestClient(open_explorer(sample_root).app(png_level=1)).get(name).content
+    assert len(stored) > 1.5 * len(packed)
+    np.testing.assert_array_equal(_decoded(stored), _decoded(packed))
