@@ -15,7 +15,7 @@ MODULES = (
     "deeplesion.data.windowing",
     "deeplesion.data.measurement",
     "deeplesion.data.context",
-    "deeplesion.fetch.download",
+    "deeplesion.fetch.manifest",
     "deeplesion.evaluation.sweep",
     "deeplesion.evaluation.froc",
     "deeplesion.analysis.growth",
