@@ -9,8 +9,7 @@ the annotations say. ``sample_masks/`` holds every lesion's exact mask on every 
 reaches, as a masks folder (:mod:`deeplesion.data.maskfiles`): the painted ellipsoid
 section, soft rim included. Same seed, same bytes.
 
-(Over 400 lines: about half is the sample's specification, series by series, which reads
-best in one place next to the code that draws it.)
+The body phantom itself is drawn by :mod:`deeplesion.data.phantom`.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from deeplesion.data.maskfiles import (
     write_settings,
 )
 from deeplesion.data.paths import series_folder, slice_path
+from deeplesion.data.phantom import body_phantom
 from deeplesion.data.slices import write_hu_png
 
 BODY_HEIGHT_MM = 1700.0  #: head-to-feet length used to turn mm into normalised z
@@ -135,54 +135,6 @@ def _specs() -> list[_SeriesSpec]:
             L(8, 8, 24.0, 0.75, 30, 14), L(8, 2, 20.0, 0.7, 160, 15, (-55.0, -15.0))
         ),
     ]
-
-
-# --------------------------------------------------------------------------- phantom
-
-
-def _ellipse(
-    X: np.ndarray, Y: np.ndarray, cx: float, cy: float, ax: float, ay: float
-) -> np.ndarray:
-    return ((X - cx) / ax) ** 2 + ((Y - cy) / ay) ** 2 <= 1.0
-
-
-def _phantom(size: int, spacing_mm: float, z_norm: float, rng: np.random.Generator) -> np.ndarray:
-    """One axial slice of a CT-like body phantom, float32 HU, at body height ``z_norm``."""
-    coords = (np.arange(size, dtype=np.float32) - (size - 1) / 2) * spacing_mm
-    X, Y = np.meshgrid(coords, coords)  # mm from the image centre
-    hu = np.full((size, size), -1000.0, dtype=np.float32)
-    ax, ay = 160.0, 115.0
-    if z_norm > 0.72:  # pelvis: wider, flatter
-        ax, ay = 170.0, 110.0
-    hu[_ellipse(X, Y, 0, 0, ax, ay)] = -100.0  # subcutaneous fat
-    hu[_ellipse(X, Y, 0, 0, ax - 14, ay - 14)] = 45.0  # muscle wall
-    inner = _ellipse(X, Y, 0, 0, ax - 24, ay - 24)
-    hu[inner] = -85.0  # visceral fat
-    if 0.25 <= z_norm < 0.44:  # chest
-        for side in (-1, 1):
-            hu[_ellipse(X, Y, side * 62, 0, 48, 72) & inner] = -860.0
-        if z_norm > 0.33:
-            hu[_ellipse(X, Y, 15, -28, 45, 38)] = 40.0  # heart
-    elif 0.44 <= z_norm < 0.72:  # abdomen
-        for bx, by in ((20, -40), (-10, 10), (40, 20), (5, -65)):
-            hu[_ellipse(X, Y, bx, by, 22, 16)] = 30.0  # bowel loops
-        if z_norm < 0.58:
-            hu[_ellipse(X, Y, -55, -5, 75, 62) & inner] = 60.0  # liver
-            hu[_ellipse(X, Y, 85, 25, 30, 42) & inner] = 50.0  # spleen
-        if 0.46 <= z_norm < 0.66:
-            for side in (-1, 1):
-                hu[_ellipse(X, Y, side * 62, 48, 24, 34)] = 150.0  # kidneys
-    else:  # pelvis
-        for side in (-1, 1):
-            hu[_ellipse(X, Y, side * 90, 35, 22, 45)] = 650.0  # iliac bones
-        hu[_ellipse(X, Y, 0, -25, 42, 35)] = 12.0  # bladder
-    if z_norm < 0.72:
-        hu[_ellipse(X, Y, 10, 45, 11, 11)] = 170.0  # aorta
-    hu[_ellipse(X, Y, 0, 72, 19, 17)] = 900.0  # vertebral cortex
-    hu[_ellipse(X, Y, 0, 72, 16, 14)] = 280.0  # cancellous bone
-    hu[_ellipse(X, Y, 0, 98, 7, 7)] = 20.0  # spinal canal
-    hu += rng.normal(0.0, 7.0, size=hu.shape).astype(np.float32)
-    return hu
 
 
 # --------------------------------------------------------------------------- annotations
@@ -367,7 +319,7 @@ def write_sample(out: str | Path, seed: int = 0, *, progress=None) -> Path:
     extents: dict[tuple[str, int], list[int]] = {}  # (folder, label) -> slices holding it
     for done, ((s, n), child) in enumerate(zip(jobs, rng_root.spawn(len(jobs))), start=1):
         rng = np.random.default_rng(child)
-        hu = _phantom(s.size, s.spacing_xy_mm, _z_norm(s, n), rng)
+        hu = body_phantom(s.size, s.spacing_xy_mm, _z_norm(s, n), rng)
         label_image = _draw_lesions(hu, s, n, rng, spec_labels[id(s)])
         folder = series_folder(s.patient, s.study, s.series)
         if label_image.any():
