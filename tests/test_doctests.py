@@ -19,6 +19,7 @@ MODULES = (
     "deeplesion.evaluation.sweep",
     "deeplesion.evaluation.froc",
     "deeplesion.analysis.growth",
+    "deeplesion.analysis.tracks",
 )
 
 

@@ -309,7 +309,8 @@ class Catalog:
     # ----------------------------------------------------------------- growth
 
     def _link(self, patient: int):
-        from deeplesion.analysis.growth import link_patient, recist_responses
+        from deeplesion.analysis.growth import recist_responses
+        from deeplesion.analysis.tracks import link_patient
 
         tracks = link_patient(self.by_patient[patient])
         return tracks, recist_responses(tracks)
