@@ -227,7 +227,7 @@ class Catalog:
         return positions[self._order(positions, f.sort, f.descending)]
 
     def _tag_mask(self, tags: tuple[str, ...]) -> np.ndarray:
-        from deeplesion.data.tags import UnknownTagError
+        from deeplesion.data.ontology import UnknownTagError
 
         if self.tagged is None or self.lesanet is None:
             raise ParameterError(
