@@ -177,8 +177,9 @@ def prefetch(pool: ThreadPoolExecutor, fn, items) -> Iterator[Future]:
     yield from pending
 
 
-class SliceFailure(Exception):
-    """A slice of a run that cannot be used; caught by :func:`convert_run`."""
+class SliceFailure(ImageReadError):
+    """A slice of a run that cannot be used, with its number; :func:`convert_run` reports
+    it and converts the pieces on either side."""
 
     def __init__(self, slice_number: int, reason: str) -> None:
         super().__init__(reason)
