@@ -358,6 +358,19 @@ def test_core_import_does_not_need_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_pixel_conversions_keep_the_shape_of_point_and_box_arrays():
+    from deeplesion.data.annotations import index_to_px1, px1_to_index
+
+    boxes_px1 = np.array([[1.0, 2.0, 10.0, 20.0], [3.5, 4.0, 5.0, 6.5]])
+    got = px1_to_index(boxes_px1)
+    assert got.shape == (2, 4) and got.tolist() == [[0, 1, 9, 19], [2.5, 3, 4, 5.5]]
+    assert boxes_px1[0, 0] == 1.0  # the caller's array is left as it was
+    assert index_to_px1(got).tolist() == boxes_px1.tolist()
+    assert px1_to_index(np.zeros((0, 4))).shape == (0, 4)  # no boxes on an image
+    assert index_to_px1(np.zeros((0, 2))).shape == (0, 2)
+    assert px1_to_index(iter([2, 3])).tolist() == [1.0, 2.0]  # any iterable, as before
+
+
 # --------------------------------------------------------------------------- COCO
 
 

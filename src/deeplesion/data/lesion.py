@@ -116,7 +116,8 @@ class Lesion:
 def px1_to_index(xy_px1: Iterable[float]) -> np.ndarray:
     """DL_info 1-based pixel coordinates -> 0-based array coordinates (subtract 1).
 
-    The result is still (x, y) ordered: x indexes columns, y rows.
+    The result is still (x, y) ordered: x indexes columns, y rows. An array keeps its shape
+    ((n, 2) points, (n, 4) boxes x1, y1, x2, y2, also with n = 0).
 
     Example:
 
@@ -125,18 +126,25 @@ def px1_to_index(xy_px1: Iterable[float]) -> np.ndarray:
         >>> px1_to_index((320.5, 210)).tolist()  # (column, row) of image[209, 319.5]
         [319.5, 209.0]
     """
-    return np.asarray(list(xy_px1), dtype=np.float64) - 1.0
+    return _coordinates(xy_px1) - 1.0
 
 
 def index_to_px1(xy_index: Iterable[float]) -> np.ndarray:
-    """0-based array coordinates -> DL_info 1-based pixel coordinates (add 1).
+    """0-based array coordinates -> DL_info 1-based pixel coordinates (add 1); an array
+    keeps its shape.
 
     Example:
 
         >>> index_to_px1((0, 511)).tolist()  # column 0, row 511 of a 512 x 512 image
         [1.0, 512.0]
     """
-    return np.asarray(list(xy_index), dtype=np.float64) + 1.0
+    return _coordinates(xy_index) + 1.0
+
+
+def _coordinates(values: Iterable[float]) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return np.asarray(values, dtype=np.float64)  # (n, 2) or (n, 4) as they are
+    return np.asarray(list(values), dtype=np.float64)
 
 
 def box_px1_to_coco(box_px1: Iterable[float]) -> list[float]:

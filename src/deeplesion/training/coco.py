@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from deeplesion.data.annotations import LESION_TYPES, Lesion, split_code
+from deeplesion.data.annotations import (
+    LESION_TYPES,
+    Lesion,
+    index_to_px1,
+    px1_to_index,
+    split_code,
+)
 from deeplesion.data.io import write_text_atomic
 from deeplesion.data.lesion import box_px1_to_coco, coco_to_box_px1
 from deeplesion.errors import DeepLesionError
@@ -126,7 +132,7 @@ def export_coco(
             )
         bbox = box_px1_to_coco(lesion.box_px1)
         keypoints: list[float] = []
-        for x, y in np.asarray(lesion.recist_px1, dtype=float).reshape(4, 2) - 1.0:
+        for x, y in px1_to_index(np.reshape(lesion.recist_px1, (4, 2))):
             keypoints += [float(x), float(y), 2]
         extra = (
             {"segmentation": rle_encode(masks[lesion.row_index])}
@@ -228,7 +234,7 @@ def read_coco(path: str | Path) -> list[CocoLesion]:
     out = []
     for i, ann in enumerate(anns):
         try:
-            kp = np.asarray(ann["keypoints"], dtype=float).reshape(4, 3)[:, :2] + 1.0
+            kp = index_to_px1(np.asarray(ann["keypoints"], dtype=float).reshape(4, 3)[:, :2])
             attrs = ann.get("attributes", {})
             out.append(
                 CocoLesion(

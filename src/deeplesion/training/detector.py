@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from deeplesion.data.annotations import Lesion, LesionTable
+from deeplesion.data.annotations import Lesion, LesionTable, index_to_px1
 from deeplesion.data.io import atomic_path, write_text_atomic
 from deeplesion.errors import DeepLesionError
 from deeplesion.training.datasets import KeySliceDetectionDataset, collate_detection
@@ -441,7 +441,7 @@ def predict(
             outputs = model([im.to(device) for im in images])
             for out, target in zip(outputs, targets):
                 b = out["boxes"].cpu().numpy().astype(np.float64)
-                px1 = target["transform"].boxes_from_image(b) + 1.0
+                px1 = index_to_px1(target["transform"].boxes_from_image(b))
                 names += [target["file_name"]] * len(px1)
                 boxes.append(px1)
                 scores.append(out["scores"].cpu().numpy().astype(np.float64))

@@ -1,8 +1,9 @@
 """The map between DL_info pixels and a prepared image's pixels (:class:`ImageTransform`).
 
 Coordinates: ``_px0`` = 0-based pixel coordinates with pixel centres at integers (DL_info
-x - 1, y - 1); the prepared image uses the same convention. Without augmentation a point
-maps as ``u = (x - crop_x0 + 0.5) * scale - 0.5`` (OpenCV's ``INTER_LINEAR`` grid).
+x - 1, y - 1, through :func:`~deeplesion.data.lesion.px1_to_index`); the prepared image
+uses the same convention. Without augmentation a point maps as
+``u = (x - crop_x0 + 0.5) * scale - 0.5`` (OpenCV's ``INTER_LINEAR`` grid).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deeplesion.data.annotations import BOX_PADDING_PX, Lesion
+from deeplesion.data.annotations import BOX_PADDING_PX, Lesion, px1_to_index
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _map_boxes(boxes: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.
 def lesion_recist(lesions: Sequence[Lesion], transform: ImageTransform) -> np.ndarray:
     if not lesions:
         return np.zeros((0, 4, 2), dtype=np.float32)
-    pts = np.array([l.recist_px1 for l in lesions], dtype=np.float64).reshape(-1, 2) - 1.0
+    pts = px1_to_index(np.array([l.recist_px1 for l in lesions]).reshape(-1, 2))
     return transform.points_to_image(pts).reshape(-1, 4, 2).astype(np.float32)
 
 
@@ -100,7 +101,7 @@ def lesion_boxes(lesions: Sequence[Lesion], transform: ImageTransform) -> np.nda
     if not lesions:
         return np.zeros((0, 4), dtype=np.float32)
     if transform.axis_aligned:
-        boxes = np.array([l.box_px1 for l in lesions], dtype=np.float64) - 1.0
+        boxes = px1_to_index(np.array([l.box_px1 for l in lesions]))
         return transform.boxes_to_image(boxes).astype(np.float32)
     pts = lesion_recist(lesions, transform).astype(np.float64)
     pad = BOX_PADDING_PX * transform.scale
