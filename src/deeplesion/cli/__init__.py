@@ -65,7 +65,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "A montage of lesion crops grouped by lesion type, labelled a., b., c. ...",
     ),
     "growth": (
-        "analysis",
+        "growth",
         "growth",
         "Link lesions across each patient's studies; tracks and RECIST 1.1 responses.",
     ),
@@ -75,7 +75,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Describe a DL_info.csv, or a dataset root (folder with Images_png/ and DL_info.csv).",
     ),
     "lesions": (
-        "analysis",
+        "lesions",
         "lesions",
         "List lesions of the official DL_info.csv carrying LesaNet tags.",
     ),
@@ -85,7 +85,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "A mask per lesion from its RECIST marks: label PNGs, NIfTI labels, masks.csv in OUT.",
     ),
     "measure": (
-        "analysis",
+        "measure",
         "measure",
         "RECIST diameters (mm), ellipse area and checks; distances between listed lesions "
         "of the same patient.",
@@ -121,7 +121,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Browse ROOT's lesions and slices in a web browser (needs the [serve] extra).",
     ),
     "similar": (
-        "analysis",
+        "similar",
         "similar",
         "Find the K lesions most similar to the lesion on FILE_NAME (or a row index).",
     ),
@@ -131,7 +131,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Counts of lesions, key slices, series, studies, patients, splits and types.",
     ),
     "store": (
-        "store",
+        "volumes",
         "store",
         "Convert the slices training reads from ROOT's PNGs into int16 HU arrays in OUT.",
     ),
@@ -164,6 +164,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _show_defaults(command: click.Command) -> None:
+    """Show each option's default in its help unless the option says otherwise (so that
+    the command modules need not repeat ``show_default=True``)."""
+    for param in command.params:
+        if isinstance(param, click.Option) and param.show_default is None:
+            param.show_default = True
+    for sub in getattr(command, "commands", {}).values():
+        _show_defaults(sub)
+
+
 class LazyGroup(click.Group):
     """A group whose commands are imported when used; ``--help`` lists them from
     :data:`COMMANDS` without importing any."""
@@ -176,6 +186,7 @@ class LazyGroup(click.Group):
             return self.commands.get(cmd_name)
         module, attribute, _ = COMMANDS[cmd_name]
         command = getattr(importlib.import_module(f"deeplesion.cli.{module}"), attribute)
+        _show_defaults(command)
         self.add_command(command, cmd_name)
         return command
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import click
@@ -21,12 +23,14 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.table import Table
 
 from deeplesion.errors import DeepLesionError
 
 # Piped output gets wide lines, so tables are not cut at 80 columns.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, soft_wrap=True)
+# Messages on stderr are plain text; colours only where their markup says.
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def progress_display(*, in_bytes: bool = False) -> Progress:
@@ -70,31 +74,6 @@ def progress_bar(description: str, total: int | None = None, *, lazy: bool = Fal
         yield update
 
 
-def parallel_options(command: Callable) -> Callable:
-    """``--workers``, ``--shard`` and ``--scheduler`` of the converters (nifti, store)."""
-    for option in reversed(
-        (
-            click.option(
-                "--workers",
-                default=1,
-                show_default=True,
-                type=click.IntRange(min=1),
-                help="Processes on this machine.",
-            ),
-            click.option(
-                "--shard", help="Only shard i of N (e.g. 2/4): deterministic split across machines."
-            ),
-            click.option(
-                "--scheduler",
-                metavar="ADDRESS",
-                help="Run the tasks on this Dask distributed scheduler (extra [dask]).",
-            ),
-        )
-    ):
-        command = option(command)
-    return command
-
-
 #: ``--overwrite`` of every command that writes a file: existing outputs are otherwise kept.
 overwrite_option = click.option(
     "--overwrite", is_flag=True, help="Replace an existing output (otherwise: exit 1, keep it)."
@@ -125,6 +104,97 @@ def fail_cleanly() -> Iterator[None]:
         raise click.ClickException(str(exc)) from exc
 
 
+@contextlib.contextmanager
+def bad_parameter(hint: str, *errors: type[Exception]) -> Iterator[None]:
+    """Report ``errors`` (default: the package's typed errors) raised inside as a bad value
+    of the option ``hint``."""
+    caught = errors or (DeepLesionError,)
+    try:
+        yield
+    except caught as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
+def need_extra(modules: Iterable[str], extra: str, what: str | None = None) -> None:
+    """Exit with the install line of ``extra`` unless every module imports; ``what`` names
+    the missing dependency (default: the module)."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise click.ClickException(
+                f"this command needs {what or name}: pip install 'deeplesion[{extra}]' ({exc})"
+            ) from None
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr (``message`` may hold rich markup)."""
+    err_console.print(f"[yellow]warning[/yellow]: {message}")
+
+
+def percent(fraction: float | None) -> str:
+    """A fraction as a percentage with two decimals; ``-`` where there is none."""
+    return "-" if fraction is None else f"{100 * fraction:.2f}"
+
+
+def print_json(value: object, indent: int = 2) -> None:
+    """``value`` as one JSON document on stdout."""
+    click.echo(json.dumps(value, indent=indent))
+
+
+Column = str | tuple[str, dict]
+
+
+def print_table(
+    columns: Sequence[Column],
+    rows: Iterable[Sequence[str]],
+    *,
+    title: str | None = None,
+    right_from: int | None = None,
+    **table_options,
+) -> None:
+    """A table on stdout. A column is a heading or (heading, rich column options); from
+    column ``right_from`` on, cells are right-aligned (numbers)."""
+    table = Table(title=title, **table_options)
+    for i, column in enumerate(columns):
+        heading, column_options = (column, {}) if isinstance(column, str) else column
+        if right_from is not None and i >= right_from:
+            column_options = {"justify": "right", **column_options}
+        table.add_column(heading, **column_options)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def print_values(title: str, values: Mapping[str, object], digits: int) -> None:
+    """Name-value rows (a metric's name with spaces for underscores; floats to ``digits``)."""
+    print_table(
+        ("", ""),
+        (
+            (key.replace("_", " "), f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+            for key, v in values.items()
+        ),
+        title=title,
+        show_header=False,
+    )
+
+
+def print_skipped(problems: Sequence, max_shown: int = 10) -> None:
+    """The first ``max_shown`` input rows left out, on stderr, then how many more."""
+    for problem in problems[:max_shown]:
+        err_console.print(f"skipped: {problem}", markup=False)
+    if len(problems) > max_shown:
+        err_console.print(f"... {len(problems) - max_shown} more rows skipped")
+
+
+def print_unconverted(unreadable: Sequence, without_spacing: Sequence, reason: str) -> None:
+    """A converter's unreadable slices and the runs it left out (``reason``), on stderr."""
+    for problem in unreadable:
+        err_console.print(f"[yellow]warning[/yellow] {escape(str(problem))}")
+    for run in without_spacing:
+        err_console.print(f"[yellow]skipped[/yellow] {run.name}: {reason}")
+
+
 def print_problems(problems: list, max_shown: int) -> None:
     """Print up to ``max_shown`` problems, one a line, then how many were left out."""
     for problem in problems[:max_shown]:
@@ -139,11 +209,9 @@ def warn_unusable(table) -> None:
     if dropped:
         fatal = table.fatal_problems
         shown = ", ".join(map(str, dropped[:5])) + (", ..." if len(dropped) > 5 else "")
-        err_console.print(
-            f"[yellow]warning[/yellow]: {len(dropped)} rows of {table.source} left out "
-            f"(errors on lines {shown}; first: {escape(fatal[0].message)}); run `deeplesion "
-            "validate` for the list",
-            highlight=False,
+        warn(
+            f"{len(dropped)} rows of {table.source} left out (errors on lines {shown}; first: "
+            f"{escape(fatal[0].message)}); run `deeplesion validate` for the list"
         )
 
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from deeplesion.cli._common import (
     console,
     fail_cleanly,
     find_csv,
     load_table,
+    print_json,
     print_problems,
+    print_values,
     progress_bar,
 )
 from deeplesion.data.annotations import OFFICIAL_ROWS, git_blob_id, is_official, load_lesions
@@ -102,7 +102,7 @@ def info(root_or_csv: Path) -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Dataset root; also check that every key slice PNG exists.",
 )
-@click.option("--max-shown", default=50, show_default=True, help="Problems to print.")
+@click.option("--max-shown", default=50, help="Problems to print.")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
 def validate(csv_path: Path, images_root: Path | None, max_shown: int, strict: bool) -> None:
     """Check every row of a DL_info.csv; exit 1 when an error (or, with --strict, a
@@ -136,13 +136,15 @@ def stats(csv_path: Path, as_json: bool) -> None:
     with fail_cleanly():
         result = dataset_stats(load_table(csv_path))
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        print_json(result)
         return
-    table = Table(title=str(csv_path), show_header=False)
-    for key in ("lesions", "key_slices", "series", "studies", "patients", "noisy"):
-        table.add_row(key.replace("_", " "), str(result[key]))
-    for split, n in result["by_split"].items():
-        table.add_row(f"split {split}", str(n))
-    for name, n in result["by_type"].items():
-        table.add_row(f"type {name}", str(n))
-    console.print(table)
+    keys = ("lesions", "key_slices", "series", "studies", "patients", "noisy")
+    print_values(
+        str(csv_path),
+        {
+            **{key: result[key] for key in keys},
+            **{f"split {split}": n for split, n in result["by_split"].items()},
+            **{f"type {name}": n for name, n in result["by_type"].items()},
+        },
+        digits=0,
+    )

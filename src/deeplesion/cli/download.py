@@ -36,6 +36,12 @@ _ONLY = click.option(
 )
 
 
+def _seconds(name: str, default: float, minimum: float, help: str):
+    """A duration option, in seconds, into the parameter ``<name>_s``."""
+    dest = name.removeprefix("--") + "_s"
+    return click.option(name, dest, type=click.FloatRange(minimum), default=default, help=help)
+
+
 class _DownloadBars:
     """Turns FileProgress events (from worker threads) into one bar per file being fetched
     and an overall bar of the bytes this run still has to fetch."""
@@ -107,35 +113,16 @@ class _DownloadBars:
 @_MANIFEST
 @_ONLY
 @click.option(
-    "--parallel",
-    type=click.IntRange(1, 16),
-    default=2,
-    show_default=True,
-    help="Files fetched at the same time.",
+    "--parallel", type=click.IntRange(1, 16), default=2, help="Files fetched at the same time."
 )
 @click.option(
     "--retries",
     type=click.IntRange(0, 1000),
     default=5,
-    show_default=True,
     help="Consecutive attempts without progress before giving up on a file.",
 )
-@click.option(
-    "--timeout",
-    "timeout_s",
-    type=click.FloatRange(0.1),
-    default=60.0,
-    show_default=True,
-    help="Seconds without data before an attempt is dropped.",
-)
-@click.option(
-    "--backoff",
-    "backoff_s",
-    type=click.FloatRange(0),
-    default=1.0,
-    show_default=True,
-    help="First pause between retries (doubles each time).",
-)
+@_seconds("--timeout", 60.0, 0.1, "Seconds without data before an attempt is dropped.")
+@_seconds("--backoff", 1.0, 0, "First pause between retries (doubles each time).")
 def download(
     dest: Path,
     manifest: Path | None,
@@ -241,19 +228,17 @@ def verify(dest: Path, manifest: Path | None, only: str | None) -> None:
 @click.command()
 @click.argument("dest", type=click.Path(exists=True, path_type=Path))
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--max-shown", default=50, show_default=True, help="Problems to print.")
+@click.option("--max-shown", default=50, help="Problems to print.")
 @click.option(
     "--max-member-mb",
     type=click.FloatRange(min=0, min_open=True),
     default=64.0,
-    show_default=True,
     help="Refuse members declaring more MiB than this (a CT slice is well under 8).",
 )
 @click.option(
     "--max-ratio",
     type=click.FloatRange(min=1),
     default=100.0,
-    show_default=True,
     help="Refuse members (of 1 MiB or more) compressed more than this (zip bombs).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace files under ROOT whose contents differ.")

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
-from rich.table import Table
 
-from deeplesion.cli._common import console, err_console, fail_cleanly, load_table
+from deeplesion.cli._common import (
+    console,
+    err_console,
+    fail_cleanly,
+    load_table,
+    print_json,
+    print_table,
+)
+from deeplesion.cli._options import (
+    NEW_DIR,
+    SPLIT_OR_ALL,
+    choice_option,
+    csv_argument,
+    json_option,
+    lesanet_options,
+    out_option,
+)
+from deeplesion.cli._tags import load_tagged
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -18,60 +33,30 @@ def _num(value: float | None, digits: int = 2) -> str:
 
 
 @click.command("relations")
-@click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
-@click.option(
+@csv_argument
+@choice_option(
     "--by",
-    type=click.Choice(["type", "tag"]),
-    default="type",
-    show_default=True,
-    help="Coarse lesion types (val/test rows) or LesaNet tags (official DL_info.csv).",
+    ["type", "tag"],
+    "type",
+    "Coarse lesion types (val/test rows) or LesaNet tags (official DL_info.csv).",
 )
-@click.option(
-    "--within",
-    type=click.Choice(["patient", "study", "slice"]),
-    default="patient",
-    show_default=True,
-    help="What counts as together.",
-)
-@click.option(
-    "--split",
-    type=click.Choice(["train", "val", "test", "all"]),
-    default="all",
-    show_default=True,
-)
-@click.option(
+@choice_option("--within", ["patient", "study", "slice"], "patient", "What counts as together.")
+@click.option("--split", type=SPLIT_OR_ALL, default="all")
+@choice_option(
     "--correction",
-    type=click.Choice(["bh", "holm"]),
-    default="bh",
-    show_default=True,
-    help="Multiple-testing correction: Benjamini-Hochberg (FDR) or Holm (FWER).",
+    ["bh", "holm"],
+    "bh",
+    "Multiple-testing correction: Benjamini-Hochberg (FDR) or Holm (FWER).",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Write pairs.csv, labels.csv, followup.csv and heatmap.png here.",
-)
+@out_option("out_dir", NEW_DIR, "Write pairs.csv, labels.csv, followup.csv and heatmap.png here.")
 @click.option(
     "--top",
     type=click.IntRange(min=2),
     default=20,
-    show_default=True,
     help="Pairs printed; labels in the heat map (most frequent).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every pair).")
-@click.option(
-    "--lesanet",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="LesaNet program_data folder for --by tag (default: $DEEPLESION_LESANET).",
-)
-@click.option(
-    "--override-fingerprint",
-    is_flag=True,
-    help="Join tags to a file that is not the official DL_info.csv "
-    "(only if it keeps the official row order).",
-)
+@json_option("Print one JSON object (every pair).")
+@lesanet_options("LesaNet program_data folder for --by tag (default: $DEEPLESION_LESANET).")
 @click.option("--uncertain", is_flag=True, help="With --by tag: count uncertain tags too.")
 def relations_cmd(
     csv_path: Path,
@@ -93,19 +78,7 @@ def relations_cmd(
     with fail_cleanly():
         labels = None
         if by == "tag":
-            from deeplesion.data.tags import check_official, join_tags, load_lesanet
-
-            if not check_official(csv_path, override_fingerprint=override_fingerprint):
-                err_console.print(
-                    f"[yellow]warning:[/yellow] {csv_path} is not the official DL_info.csv; "
-                    "tags joined by row index at your request",
-                    highlight=False,
-                )
-            tagged = join_tags(
-                csv_path,
-                load_lesanet(lesanet, ontology=False),
-                override_fingerprint=override_fingerprint,
-            )
+            tagged, _ = load_tagged(csv_path, lesanet, override_fingerprint, ontology=False)
             table = tagged.table
             labels = tag_labels(tagged.tags, include_uncertain=uncertain)
         else:
@@ -114,9 +87,8 @@ def relations_cmd(
         result = relations(lesions, labels, by=by, within=within, correction=correction)
         written = write_relations(result, out_dir, top=top) if out_dir is not None else []
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        print_json(result.to_json())
         return
-    unit = within
     console.print(
         f"{result.n_lesions} annotated lesions with a {by} in {result.n_groups} "
         f"{GROUP_NOUNS[within]}"
@@ -127,32 +99,36 @@ def relations_cmd(
         )
     )
     console.print(f"[italic]{result.note}[/italic]", highlight=False)
-    t = Table(
-        title=f"pairs of {by}s in one {unit}, strongest first "
-        f"(Fisher's exact test, {CORRECTIONS[correction]}-adjusted p)"
+    print_table(
+        (f"{by} A", f"{by} B", "both", "expected", "lift", "p adj.", "median distance"),
+        (
+            (
+                p.label_a,
+                p.label_b,
+                str(p.n_both),
+                f"{p.expected:.1f}",
+                _num(p.lift),
+                f"{p.p_adjusted:.2g}",
+                _num(p.median_distance_norm, 3),
+            )
+            for p in result.pairs[:top]
+        ),
+        title=f"pairs of {by}s in one {within}, strongest first "
+        f"(Fisher's exact test, {CORRECTIONS[correction]}-adjusted p)",
+        right_from=2,
     )
-    for col in (f"{by} A", f"{by} B", "both", "expected", "lift", "p adj.", "median distance"):
-        t.add_column(col, justify="left" if col.startswith(by) else "right")
-    for p in result.pairs[:top]:
-        t.add_row(
-            p.label_a,
-            p.label_b,
-            str(p.n_both),
-            f"{p.expected:.1f}",
-            _num(p.lift),
-            f"{p.p_adjusted:.2g}",
-            _num(p.median_distance_norm, 3),
-        )
-    console.print(t)
     if len(result.pairs) > top:
         console.print(f"... {len(result.pairs) - top} more pairs (--json or --out for all)")
-    f = Table(title="annotated again in the patient's next study")
-    for col in (by, "studies with a next one", "again", "rate"):
-        f.add_column(col, justify="left" if col == by else "right")
-    for r in result.followup:
-        if r.n_with_next:
-            f.add_row(r.label, str(r.n_with_next), str(r.n_again), _num(r.rate))
-    console.print(f)
+    print_table(
+        (by, "studies with a next one", "again", "rate"),
+        (
+            (r.label, str(r.n_with_next), str(r.n_again), _num(r.rate))
+            for r in result.followup
+            if r.n_with_next
+        ),
+        title="annotated again in the patient's next study",
+        right_from=1,
+    )
     console.print("median distance: normalised body coordinates (x, y, z in [0, 1])")
     if written:
         err_console.print(f"wrote {', '.join(p.name for p in written)} in {out_dir}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from deeplesion.cli._common import (
+    bad_parameter,
     console,
     err_console,
     fail_cleanly,
@@ -15,18 +16,22 @@ from deeplesion.cli._common import (
     overwrite_option,
     progress_bar,
 )
+from deeplesion.cli._options import (
+    EXISTING_DIR,
+    NEW_PATH,
+    csv_argument,
+    csv_option,
+    figure_path,
+    out_option,
+    root_argument,
+    seed_option,
+    splits_option,
+)
 from deeplesion.data.annotations import LesionTable
 from deeplesion.data.io import check_new_output
 from deeplesion.data.windowing import WINDOW_PRESETS, parse_window
 from deeplesion.errors import InvalidArgumentError, NotFoundError
 
-_SPLIT = click.option(
-    "--split",
-    "splits",
-    multiple=True,
-    type=click.Choice(["train", "val", "test"]),
-    help="Only these splits (repeatable).",
-)
 _TYPE = click.option(
     "--type",
     "types",
@@ -34,26 +39,21 @@ _TYPE = click.option(
     metavar="NAME|CODE",
     help="Only these lesion types, e.g. 'liver' or 4 (repeatable).",
 )
-_CSV = click.option(
-    "--csv",
-    "csv_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Annotation file (default: ROOT/DL_info.csv). Extra columns are fine.",
-)
+_CSV = csv_option("Annotation file (default: ROOT/DL_info.csv). Extra columns are fine.")
+
+
+def _fraction(help: str):
+    return click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), help=help)
 
 
 def _filter(table: LesionTable, splits=(), types=(), files=()) -> LesionTable:
     """The library's filters, with bad values reported against the option that gave them."""
     for hint, kwargs in (("--split", {"splits": splits}), ("--type", {"types": types})):
-        try:
+        with bad_parameter(hint, InvalidArgumentError):
             table.filtered(**kwargs)
-        except InvalidArgumentError as exc:
-            raise click.BadParameter(str(exc), param_hint=hint) from None
     names = [n for f in files for n in f.split(",")]
-    try:
+    with bad_parameter("--files", NotFoundError):
         return table.filtered(splits, types, names)
-    except NotFoundError as exc:
-        raise click.BadParameter(str(exc), param_hint="--files") from None
 
 
 def _odd_context(ctx, param, value: int) -> int:
@@ -64,33 +64,25 @@ def _odd_context(ctx, param, value: int) -> int:
 
 
 def _check_window(window: str) -> str:
-    try:
+    with bad_parameter("--window", ValueError):
         parse_window(window, (0.0, 1.0))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--window") from None
     return window
 
 
-def _load(root_or_csv: Path, csv_path: Path | None) -> LesionTable:
-    return load_table(csv_path or root_or_csv)
-
-
 @click.command()
-@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--out",
+@root_argument
+@out_option(
     "out_dir",
+    NEW_PATH,
+    "Folder for the PNGs (one per key slice, named by File_name).",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Folder for the PNGs (one per key slice, named by File_name).",
 )
 @click.option(
     "--window",
     default="dicom",
-    show_default=True,
     help=f"dicom (the row's DICOM_windows), {', '.join(WINDOW_PRESETS)}, or MIN,MAX HU.",
 )
-@_SPLIT
+@splits_option()
 @_TYPE
 @click.option(
     "--files",
@@ -108,11 +100,10 @@ def _load(root_or_csv: Path, csv_path: Path | None) -> LesionTable:
     "--context",
     "context_slices",
     default=3,
-    show_default=True,
     callback=_odd_context,
     help="Slices per crop (odd; 2 mm apart).",
 )
-@click.option("--line-width", default=1, show_default=True, help="Line width in pixels.")
+@click.option("--line-width", default=1, help="Line width in pixels.")
 @click.option("--overwrite", is_flag=True, help="Redraw PNGs that already exist.")
 def render(
     root: Path,
@@ -137,7 +128,7 @@ def render(
     from deeplesion.review.render import DrawStyle
 
     with fail_cleanly():
-        table = _filter(_load(root, csv_path), splits, types, files)
+        table = _filter(load_table(csv_path or root), splits, types, files)
         _check_window(window)
         n = len(group_by_key_slice(table))
         with progress_bar("rendering key slices", n) as update:
@@ -153,19 +144,17 @@ def render(
                 progress=update,
             )
     for name, reason in result.failed:
-        err_console.print(f"[red]failed[/red] {name}: {reason}", highlight=False)
+        err_console.print(f"[red]failed[/red] {name}: {reason}")
     if result.absent:
         err_console.print(
             f"[yellow]{len(result.absent):,} key slices are not under {root}; "
             f"{n - len(result.absent):,} of {n:,} present[/yellow] (not downloaded or "
-            "extracted yet; not counted as failures)",
-            highlight=False,
+            "extracted yet; not counted as failures)"
         )
     if result.crops_with_missing:
         err_console.print(
             f"[yellow]{len(result.crops_with_missing)} crops have context slices that are "
-            "missing or unreadable, shown as blank tiles marked 'missing'[/yellow]",
-            highlight=False,
+            "missing or unreadable, shown as blank tiles marked 'missing'[/yellow]"
         )
     counts = f"{len(result.written)} key slices written, {len(result.skipped)} already there"
     if crops:
@@ -182,24 +171,21 @@ def render(
 
 
 @click.command()
-@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--out", "out_path", required=True, type=click.Path(path_type=Path), help="Output PNG."
-)
-@click.option("--per-type", default=4, show_default=True, help="Lesions per type.")
-@click.option("--seed", default=0, show_default=True, help="Random seed of the choice.")
+@root_argument
+@out_option("out_path", NEW_PATH, "Output PNG.", required=True)
+@click.option("--per-type", default=4, help="Lesions per type.")
+@seed_option("Random seed of the choice.")
 @click.option(
     "--context",
     "context_slices",
     default=1,
-    show_default=True,
     callback=_odd_context,
     help="Slices per tile (odd; 3 shows the neighbours 2 mm away).",
 )
-@click.option("--tile", "tile_px", default=128, show_default=True, help="Tile size (px).")
-@click.option("--window", default="dicom", show_default=True, help="As for render.")
+@click.option("--tile", "tile_px", default=128, help="Tile size (px).")
+@click.option("--window", default="dicom", help="As for render.")
 @click.option("--unlabelled", is_flag=True, help="Add a row of unlabelled (train) lesions.")
-@_SPLIT
+@splits_option()
 @_TYPE
 @_CSV
 @overwrite_option
@@ -222,7 +208,7 @@ def gallery(
 
     with fail_cleanly():
         check_new_output(out_path, overwrite=overwrite)
-        table = _filter(_load(root, csv_path), splits, types)
+        table = _filter(load_table(csv_path or root), splits, types)
         _check_window(window)
         skipped: list[tuple[object, str]] = []
         entries = write_gallery(
@@ -238,56 +224,42 @@ def gallery(
             on_skip=lambda lesion, reason: skipped.append((lesion, reason)),
         )
     for _, reason in skipped[:5]:
-        err_console.print(f"[yellow]skipped[/yellow] {reason}", highlight=False)
-    if skipped:
-        err_console.print(
-            f"[yellow]{len(skipped)} lesions left out: key slice unreadable or not the size "
-            "DL_info gives[/yellow]",
-            highlight=False,
-        )
-    with_missing = [e for e in entries if e.missing_mm]
-    if with_missing:
-        err_console.print(
-            f"[yellow]{len(with_missing)} of {len(entries)} tiles have context slices that "
-            "are missing or unreadable, shown as blank tiles marked 'missing'[/yellow]",
-            highlight=False,
-        )
+        err_console.print(f"[yellow]skipped[/yellow] {reason}")
+    with_missing = sum(1 for e in entries if e.missing_mm)
     single = sum(e.n_slices < context_slices for e in entries)
-    if single:
-        err_console.print(
-            f"[yellow]{single} of {len(entries)} tiles show the key slice "
-            f"only: context slices not found under {root} (flat layout, "
-            "key slices only)[/yellow]",
-            highlight=False,
-        )
+    for count, message in (
+        (len(skipped), "lesions left out: key slice unreadable or not the size DL_info gives"),
+        (
+            with_missing,
+            f"of {len(entries)} tiles have context slices that are missing or unreadable, "
+            "shown as blank tiles marked 'missing'",
+        ),
+        (
+            single,
+            f"of {len(entries)} tiles show the key slice only: context slices not found "
+            f"under {root} (flat layout, key slices only)",
+        ),
+    ):
+        if count:
+            err_console.print(f"[yellow]{count} {message}[/yellow]")
     console.print(f"{len(entries)} lesions -> {out_path}")
 
 
 @click.command()
-@click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--out",
-    "out_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Output file: .png, .svg or .pdf.",
+@csv_argument
+@out_option(
+    "out_path", NEW_PATH, "Output file: .png, .svg or .pdf.", required=True, callback=figure_path
 )
-@click.option(
-    "--fraction",
-    type=click.FloatRange(0, 1, min_open=True),
-    help="Plot a random fraction of the lesions (the README figure used 0.15).",
-)
-@click.option("--seed", default=0, show_default=True)
+@_fraction("Plot a random fraction of the lesions (the README figure used 0.15).")
+@seed_option()
 @click.option("--no-unlabelled", is_flag=True, help="Leave out unlabelled (grey) lesions.")
 @click.option(
     "--root",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=EXISTING_DIR,
     help="Dataset root: show example crops around the map with leader lines.",
 )
-@click.option(
-    "--thumbnails", default=8, show_default=True, help="How many crops with --root (one per type)."
-)
-@_SPLIT
+@click.option("--thumbnails", default=8, help="How many crops with --root (one per type).")
+@splits_option()
 @overwrite_option
 def bodymap(
     csv_path: Path,
@@ -301,13 +273,11 @@ def bodymap(
     overwrite: bool,
 ) -> None:
     """Lesions' normalised x against z (head at the top), coloured by type (README Fig. 1)."""
-    from deeplesion.review.bodymap import FORMATS, plotted_lesions, write_body_map
+    from deeplesion.review.bodymap import plotted_lesions, write_body_map
 
-    if out_path.suffix.lower().lstrip(".") not in FORMATS:
-        raise click.BadParameter(f"{out_path}: use a .png, .svg or .pdf name", param_hint="--out")
     with fail_cleanly():
         check_new_output(out_path, overwrite=overwrite)
-        table = _filter(_load(csv_path, None), splits)
+        table = _filter(load_table(csv_path), splits)
         write_body_map(
             out_path,
             table,
@@ -329,26 +299,14 @@ def bodymap(
 
 
 @click.command()
-@click.argument("csv_path", metavar="CSV", type=click.Path(exists=True, path_type=Path))
+@csv_argument
 @click.option(
-    "--root",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Dataset root: adds a gallery and annotated key slices.",
+    "--root", type=EXISTING_DIR, help="Dataset root: adds a gallery and annotated key slices."
 )
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Folder for report.html.",
-)
-@click.option(
-    "--fraction",
-    type=click.FloatRange(0, 1, min_open=True),
-    help="Body map of a random fraction of the lesions.",
-)
-@click.option("--per-type", default=4, show_default=True, help="Gallery lesions per type.")
-@click.option("--seed", default=0, show_default=True)
+@out_option("out_dir", NEW_PATH, "Folder for report.html.", required=True)
+@_fraction("Body map of a random fraction of the lesions.")
+@click.option("--per-type", default=4, help="Gallery lesions per type.")
+@seed_option()
 @overwrite_option
 def report(
     csv_path: Path, root, out_dir: Path, fraction, per_type: int, seed: int, overwrite: bool

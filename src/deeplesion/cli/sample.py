@@ -8,13 +8,14 @@ from pathlib import Path
 import click
 
 from deeplesion.cli._common import console, fail_cleanly, progress_bar
+from deeplesion.cli._options import EXISTING_DIR, NEW_DIR, out_argument, out_option, seed_option
 from deeplesion.data.sample import write_sample
 from deeplesion.demo import run_demo
 
 
 @click.command()
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--seed", default=0, show_default=True, help="Same seed, same bytes.")
+@out_argument
+@seed_option("Same seed, same bytes.")
 def sample(out: Path, seed: int) -> None:
     """Write a small synthetic dataset in the release layout to OUT."""
     with fail_cleanly(), progress_bar("writing slices", None) as update:
@@ -23,20 +24,11 @@ def sample(out: Path, seed: int) -> None:
 
 
 @click.command()
+@out_option("out_dir", NEW_DIR, "Output folder.", default="deeplesion-demo")
 @click.option(
-    "--out",
-    "out_dir",
-    default="deeplesion-demo",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder.",
+    "--root", type=EXISTING_DIR, help="Use this dataset root instead of the synthetic sample."
 )
-@click.option(
-    "--root",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Use this dataset root instead of the synthetic sample.",
-)
-@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic sample.")
+@seed_option("Seed of the synthetic sample.")
 def demo(out_dir: Path, root: Path | None, seed: int) -> None:
     """Run every pipeline step on the synthetic sample (or --root) and list the outputs."""
     with fail_cleanly(), console.status("demo") as status:
@@ -53,17 +45,16 @@ def demo(out_dir: Path, root: Path | None, seed: int) -> None:
 
 def _headlines(out_dir: Path) -> None:
     """A few results of the demo's steps, read back from what they wrote."""
-    stats_path = out_dir / "stats" / "stats.json"
-    if stats_path.is_file():
-        s = json.loads(stats_path.read_text())
-        console.print(
-            f"data: {s['lesions']} lesions on {s['key_slices']} key slices, "
-            f"{s['studies']} studies, {s['patients']} patients"
-        )
-    froc_path = out_dir / "evaluation" / "evaluation.json"
-    if froc_path.is_file():
-        e = json.loads(froc_path.read_text())
-        console.print(
-            f"evaluation of noisy synthetic predictions ({e['split']} split): "
-            f"average sensitivity {e['average']:.3f} at 0.5-4 FPs per image"
-        )
+    lines = {
+        "stats/stats.json": lambda s: (
+            f"data: {s['lesions']} lesions on {s['key_slices']} key "
+            f"slices, {s['studies']} studies, {s['patients']} patients"
+        ),
+        "evaluation/evaluation.json": lambda e: (
+            "evaluation of noisy synthetic predictions "
+            f"({e['split']} split): average sensitivity {e['average']:.3f} at 0.5-4 FPs per image"
+        ),
+    }
+    for name, line in lines.items():
+        if (out_dir / name).is_file():
+            console.print(line(json.loads((out_dir / name).read_text())))

@@ -2,46 +2,48 @@
 
 from __future__ import annotations
 
-import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
-from deeplesion.cli._common import console, err_console, fail_cleanly, load_table, progress_bar
-
-_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
-_CSV = click.option(
-    "--csv",
-    "csv_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Annotation file (default: ROOT/DL_info.csv).",
+from deeplesion.cli._common import (
+    console,
+    err_console,
+    fail_cleanly,
+    load_table,
+    need_extra,
+    print_json,
+    print_table,
+    progress_bar,
+)
+from deeplesion.cli._options import (
+    EXISTING_DIR,
+    annotations_option,
+    csv_option,
+    json_option,
+    out_argument,
+    root_argument,
+    workers_option,
 )
 
+_CSV = csv_option()
 
-def _need(modules: tuple[str, ...], extra: str) -> None:
-    import importlib
 
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise click.ClickException(
-                f"this command needs {name}: pip install 'deeplesion[{extra}]' ({exc})"
-            ) from None
+def _masks_option(help: str, *, required: bool = False):
+    return click.option("--masks", "masks_dir", required=required, type=EXISTING_DIR, help=help)
 
 
 @click.command()
-@click.argument("root", type=_DIR)
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@root_argument
+@out_argument
 @_CSV
 @click.option(
     "--method",
     type=click.Choice(["ellipse", "grabcut", "best"]),
     default="best",
-    show_default=True,
     help="ellipse: the RECIST ellipse; grabcut: GrabCut in the DICOM window; best: GrabCut "
     "under several windows, the one whose axes agree best with RECIST, else the ellipse.",
 )
@@ -51,45 +53,28 @@ def _need(modules: tuple[str, ...], extra: str) -> None:
     is_flag=True,
     help="Propagate each key-slice mask through its sub-volume (release layout only).",
 )
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
+@workers_option()
 @click.option(
     "--overwrite", is_flag=True, help="Replace masks OUT holds that were made with other settings."
 )
-def masks(
-    root: Path,
-    out: Path,
-    csv_path: Path | None,
-    method: str,
-    three_d: bool,
-    workers: int,
-    overwrite: bool,
-) -> None:
+def masks(root: Path, out: Path, **settings) -> None:
     """A mask per lesion from its RECIST marks: label PNGs, NIfTI labels, masks.csv in OUT.
 
     ROOT is a dataset root or a flat folder of key slices named by File_name. Resumable:
     run the same command again after an interruption.
     """
-    _need(("cv2", "scipy", "skimage"), "seg")
+    # settings: csv_path, method, three_d, workers, overwrite (make_masks' own names)
+    need_extra(("cv2", "scipy", "skimage"), "seg")
     from deeplesion.segmentation.run import make_masks
 
     with fail_cleanly(), progress_bar("lesions", None) as update:
-        report = make_masks(
-            root,
-            out,
-            csv_path=csv_path,
-            method=method,
-            three_d=three_d,
-            workers=workers,
-            overwrite=overwrite,
-            progress=update,
-        )
+        report = make_masks(root, out, progress=update, **settings)
     for note in report.notes:
-        err_console.print(f"[yellow]note[/yellow]: {escape(note)}", highlight=False)
+        err_console.print(f"[yellow]note[/yellow]: {escape(note)}")
     for record in report.failed:
         err_console.print(
             f"[yellow]failed[/yellow] row {record.row_index} {record.file_name}: "
             f"{escape(record.status)}",
-            highlight=False,
         )
     ok = [r for r in report.records if r.ok]
     chosen: dict[str, int] = {}
@@ -114,30 +99,25 @@ def _f(value: float | None, digits: int = 2) -> str:
 
 
 @click.command("segmentation")
-@click.argument("masks_dir", metavar="MASKS", type=_DIR)
-@click.option(
-    "--annotations",
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="DL_info.csv (or a split of it, or a dataset root holding it).",
-)
+@click.argument("masks_dir", metavar="MASKS", type=EXISTING_DIR)
+@annotations_option("DL_info.csv (or a split of it, or a dataset root holding it).", required=True)
 @click.option(
     "--reference",
-    type=_DIR,
+    type=EXISTING_DIR,
     help="Reference masks: a masks folder (masks.csv) or ULS23-named "
     "<folder>_<slice>_lesion_NN.nii.gz volumes on the NIfTI export's grid.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every lesion too).")
+@json_option("Print one JSON object (every lesion too).")
 def segmentation_cmd(masks_dir: Path, annotations: Path, reference: Path | None, as_json: bool):
     """Mask diameters against RECIST (mm), area, and Dice / IoU / HD95 against references."""
-    _need(("scipy", "skimage"), "seg")
+    need_extra(("scipy", "skimage"), "seg")
     from deeplesion.evaluation.segmentation import evaluate_segmentation
 
     with fail_cleanly():
         table = load_table(annotations)
         report = evaluate_segmentation(masks_dir, table.lesions, reference_dir=reference)
     if as_json:
-        click.echo(json.dumps(_no_nan(report.as_dict()), indent=1))
+        print_json(_no_nan(report.as_dict()), indent=1)
         return
     columns = [
         ("n", "n", 0),
@@ -155,15 +135,19 @@ def segmentation_cmd(masks_dir: Path, annotations: Path, reference: Path | None,
             ("iou_3d", "IoU 3-D", 3),
             ("hd95_3d_mm", "HD95 3-D mm", 2),
         ]
-    t = Table(title=f"segmentation: {masks_dir}")
-    t.add_column("group")
-    for _, title, _ in columns:
-        t.add_column(title, justify="right")
-    for kind, groups in report.summary.items():
-        for name, values in groups.items():
-            label = name if kind == "overall" else f"{kind}: {name}"
-            t.add_row(label, *(_f(values.get(key), d) for key, _, d in columns))
-    console.print(t)
+    print_table(
+        ["group", *(title for _, title, _ in columns)],
+        (
+            (
+                name if kind == "overall" else f"{kind}: {name}",
+                *(_f(values.get(key), d) for key, _, d in columns),
+            )
+            for kind, groups in report.summary.items()
+            for name, values in groups.items()
+        ),
+        title=f"segmentation: {masks_dir}",
+        right_from=1,
+    )
     if report.without_mask:
         console.print(f"{len(report.without_mask)} lesions without a usable mask (left out)")
     if report.without_reference:
@@ -187,72 +171,41 @@ def export() -> None:
 
 
 @export.command("nnunet")
-@click.argument("root", type=_DIR)
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--masks",
-    "masks_dir",
-    required=True,
-    type=_DIR,
-    help="Masks folder written by `deeplesion masks`.",
-)
+@root_argument
+@out_argument
+@_masks_option("Masks folder written by `deeplesion masks`.", required=True)
 @_CSV
-@click.option("--dataset-id", default=501, show_default=True, type=click.IntRange(1, 999))
-@click.option("--name", default="DeepLesion", show_default=True, help="Dataset name.")
-def nnunet_cmd(
-    root: Path, out: Path, masks_dir: Path, csv_path: Path | None, dataset_id: int, name: str
-) -> None:
+@click.option("--dataset-id", default=501, type=click.IntRange(1, 999))
+@click.option("--name", default="DeepLesion", help="Dataset name.")
+def nnunet_cmd(root: Path, out: Path, **settings) -> None:
     """nnU-Net v2 raw dataset (imagesTr, labelsTr, imagesTs, dataset.json, splits_final.json)."""
     from deeplesion.convert.nnunet import export_nnunet
 
+    # settings: masks_dir, csv_path, dataset_id, name (export_nnunet's own names)
     with fail_cleanly(), progress_bar("cases", None) as update:
-        report = export_nnunet(
-            root,
-            out,
-            masks_dir,
-            csv_path=csv_path,
-            dataset_id=dataset_id,
-            name=name,
-            progress=update,
-        )
+        report = export_nnunet(root, out, progress=update, **settings)
     console.print(
         f"{report.out_dir}: {len(report.train)} train, {len(report.val)} val, "
         f"{len(report.test)} test cases; images {report.images_written} written, "
         f"{report.images_kept} already complete; {len(report.left_out)} lesions left out"
     )
-    reasons: dict[str, int] = {}
-    for _, why in report.left_out:
-        reasons[why] = reasons.get(why, 0) + 1
-    for why, count in sorted(reasons.items()):
+    for why, count in sorted(Counter(why for _, why in report.left_out).items()):
         console.print(f"  left out: {count} ({why})")
 
 
 @export.command("monai")
-@click.argument("root", type=_DIR)
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--masks",
-    "masks_dir",
-    type=_DIR,
-    help="Masks folder written by `deeplesion masks` (adds label volumes).",
-)
+@root_argument
+@out_argument
+@_masks_option("Masks folder written by `deeplesion masks` (adds label volumes).")
 @_CSV
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
-def monai_cmd(
-    root: Path, out: Path, masks_dir: Path | None, csv_path: Path | None, workers: int
-) -> None:
+@workers_option()
+def monai_cmd(root: Path, out: Path, **settings) -> None:
     """MONAI datalist.json (training / validation / test) over the NIfTI export of ROOT."""
     from deeplesion.convert.monai import export_monai
 
+    # settings: masks_dir, csv_path, workers (export_monai's own names)
     with fail_cleanly(), progress_bar("slices", None) as update:
-        report = export_monai(
-            root,
-            out,
-            masks_dir=masks_dir,
-            csv_path=csv_path,
-            workers=workers,
-            progress=lambda done, total: update(done, total),
-        )
+        report = export_monai(root, out, progress=update, **settings)
     console.print(
         f"{report.datalist_path}: "
         + ", ".join(f"{k} {v}" for k, v in report.entries.items())

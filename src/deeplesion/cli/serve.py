@@ -9,34 +9,16 @@ from pathlib import Path
 import click
 
 from deeplesion.cli._common import console, err_console, fail_cleanly, load_table
-
-_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+from deeplesion.cli._options import csv_option, lesanet_options, root_argument, store_option
 
 
 @click.command()
-@click.argument("root", type=_DIR)
-@click.option(
-    "--csv",
-    "csv_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Annotation file (default ROOT/DL_info.csv).",
-)
-@click.option(
-    "--store",
-    "store",
-    type=_DIR,
-    default=None,
-    help="Read slices from a training store (deeplesion store ROOT OUT) before the PNGs.",
-)
-@click.option("--lesanet", type=_DIR, help="LesaNet program_data folder: tag filters.")
-@click.option(
-    "--override-fingerprint",
-    is_flag=True,
-    help="Join tags to a file that is not the official DL_info.csv "
-    "(only if it keeps the official row order).",
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535))
+@root_argument
+@csv_option("Annotation file (default ROOT/DL_info.csv).")
+@store_option("Read slices from a training store (deeplesion store ROOT OUT) before the PNGs.")
+@lesanet_options("LesaNet program_data folder: tag filters.")
+@click.option("--host", default="127.0.0.1", help="Address to listen on.")
+@click.option("--port", default=8765, type=click.IntRange(1, 65535))
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a web browser.")
 def serve(
     root: Path,
@@ -81,15 +63,15 @@ def serve(
             table=table,
             override_fingerprint=override_fingerprint,
         )
-        app = explorer.app()
+        # PNGs uncompressed for a browser on this machine (CPU is dearer than bytes there)
+        app = explorer.app(png_level=0 if is_loopback(host) else 1)
     for note in explorer.notes:
-        err_console.print(f"[yellow]note[/yellow]: {note}", highlight=False)
+        err_console.print(f"[yellow]note[/yellow]: {note}")
     if not is_loopback(host):
         err_console.print(
             f"[bold red]warning[/bold red]: listening on {host}: the images and annotations "
             "become reachable from the network, without any login. Use 127.0.0.1 unless "
             "you mean it.",
-            highlight=False,
         )
     url = url_for(host, port)
     console.print(
