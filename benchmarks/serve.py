@@ -344,7 +344,8 @@ def slice_benchmark(args, root: Path, csv_path: Path, names: list[str]) -> None:
         p50, p95 = pct(lat, 50), pct(lat, 95)
         verdict = "meets" if p95 * 1e3 <= target_ms else "MISSES"
         print(
-            f"{label}: {len(lat)} requests, {args.clients} {args.client} clients, {len(errors)} errors, "
+            f"{label}: {len(lat)} requests, {args.clients} {args.client} clients, "
+            f"{len(errors)} errors, "
             f"{len(lat) / wall:.0f}/s; p50 {p50 * 1e3:.1f} ms, p95 {p95 * 1e3:.1f} ms, max "
             f"{max(lat) * 1e3:.1f} ms ({verdict} p95 <= {target_ms} ms); p50 / in-process "
             f"median {p50 / base:.1f}x; CPU server {cpu:.1f} s ({cpu / len(lat) * 1e3:.2f} "
