@@ -295,3 +295,52 @@ def test_table_without_images(page, tmp_path, real_val_csv):
         assert page.errors == []
     finally:
         server.stop()
+
+
+def test_unreadable_or_missing_crops_say_so(page, tmp_path, sample_root):
+    """A crop that cannot be served is a labelled tile, never a black box (it was one:
+    the broken image showed the tile's black background)."""
+    from deeplesion.data.annotations import load_lesions
+
+    root = tmp_path / "root"
+    shutil.copytree(sample_root, root, ignore=shutil.ignore_patterns("sample_masks"))
+    from deeplesion.explorer.server import open_explorer
+
+    lesions = load_lesions(root / "DL_info.csv").lesions
+    explorer = open_explorer(root)
+    shown = [n.lesion for n in explorer.catalog.similar(3, 8)]
+    names = [l.file_name for l in shown]
+    broken, gone = [l for l in shown if names.count(l.file_name) == 1][:2]
+    assert lesions[3].patient_index not in (broken.patient_index, gone.patient_index)
+    (root / broken.png_relpath).write_bytes(b"\x89PNG\r\n\x1a\n" + b"not a png" * 20)
+    server = LiveServer(explorer.app())
+    try:
+        _open(page, server.url)
+        # the strip is made (image flags included) before the second file goes away
+        page.route(
+            re.compile(rf"/api/crop/{gone.row_index}\b"),
+            lambda route: route.fulfill(status=404, body="{}", content_type="application/json"),
+        )
+        page.goto(f"{server.url}#/lesion/3")
+        strip = page.locator("#similar")
+        expect(strip.locator(".tile")).to_have_count(8)
+        bad = strip.locator(f".tile[title='{broken.file_name}']")
+        expect(bad.locator(".noimg")).to_have_text("image unreadable")
+        expect(strip.locator(f".tile[title='{gone.file_name}'] .noimg")).to_have_text(
+            "image missing"
+        )
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#similar img')].every((e) => e.complete)"
+        )
+        broken_imgs = strip.locator("img").evaluate_all(
+            "els => els.filter((e) => e.complete && e.naturalWidth === 0).length"
+        )
+        assert broken_imgs == 0
+        _save(page, tmp_path, "similar-strip-unreadable")
+        # the slice viewer says so too, and shows no other slice in its place
+        page.goto(f"{server.url}#/lesion/{broken.row_index}")
+        expect(page.locator("#missing")).to_contain_text("could not be read")
+        expect(page.locator("#slice")).to_be_hidden()
+        assert all("Failed to load resource" in e for e in page.errors), page.errors
+    finally:
+        server.stop()

@@ -63,7 +63,8 @@ def serve(
             table=table,
             override_fingerprint=override_fingerprint,
         )
-        app = explorer.app()
+        # PNGs uncompressed for a browser on this machine (CPU is dearer than bytes there)
+        app = explorer.app(png_level=0 if is_loopback(host) else 1)
     for note in explorer.notes:
         err_console.print(f"[yellow]note[/yellow]: {note}")
     if not is_loopback(host):

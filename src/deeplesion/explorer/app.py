@@ -2,6 +2,9 @@
 
 Every endpoint is a GET that reads; a bad query parameter is a 400 naming it, an unknown
 lesion, patient or slice a 404. See the README section "Lesion explorer" for the API.
+
+Images are answered through :class:`~deeplesion.explorer.responses.ImagePool` (cache, thread
+pool, ETag), off the event loop.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deeplesion.analysis.retrieval import RetrievalError
 from deeplesion.data.annotations import LESION_TYPES, Lesion
@@ -32,6 +34,7 @@ from deeplesion.explorer.catalog import (
     parse_filter,
 )
 from deeplesion.explorer.images import SliceReader, check_name, lesion_tile, window_image
+from deeplesion.explorer.responses import ImagePool, SecurityHeaders
 from deeplesion.review.colours import TYPE_COLOURS
 
 STATIC_DIR = Path(str(resources.files("deeplesion.explorer") / "static"))
@@ -50,28 +53,6 @@ _FILTER_PARAMS = {
     "tag",
     "sort",
 }
-
-_SECURITY_HEADERS = [
-    (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cache-control", b"no-store"),
-]
-
-
-class _Headers:
-    """ASGI middleware adding the security headers to every response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + _SECURITY_HEADERS
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 def _finite(value):
@@ -182,8 +163,11 @@ def _track_json(track, reader: SliceReader) -> dict:
     }
 
 
-def create_app(catalog: Catalog, reader: SliceReader, *, info: dict | None = None) -> Starlette:
-    """The explorer app over a catalog and a slice reader. ``info`` goes into /api/meta."""
+def create_app(
+    catalog: Catalog, reader: SliceReader, *, info: dict | None = None, png_level: int = 0
+) -> Starlette:
+    """The explorer app over a catalog and a slice reader. ``info`` goes into /api/meta;
+    ``png_level`` is the zlib level of the slice PNGs (0: fastest, largest)."""
     meta_info = dict(info or {})
 
     def meta(request: Request) -> Response:
@@ -302,14 +286,30 @@ def create_app(catalog: Catalog, reader: SliceReader, *, info: dict | None = Non
             }
         )
 
-    def slice_png(request: Request) -> Response:
+    images = ImagePool(reader.responses)
+
+    async def slice_png(request: Request) -> Response:
         params = _only(request, {"window", "overlay"})
         name = check_name(request.path_params["name"])
         overlay = _flag(params, "overlay", False)
-        hu = reader.read_hu(name)  # first: an unknown slice is a 404 whatever the window
-        window = _window(params, catalog.dicom_window(name.folder))
-        data = window_image(hu, window, catalog.lesions_on(name.file_name), overlay)
-        return Response(data, media_type="image/png")
+        try:
+            window: Window | None = _window(params, catalog.dicom_window(name.folder))
+            bad_window = None
+        except ParameterError as exc:
+            window, bad_window = None, exc
+        lesions = catalog.lesions_on(name.file_name) if overlay else []
+
+        def job() -> bytes:
+            raw = reader.read_raw(name)  # first: an unknown slice is a 404 whatever the window
+            if bad_window is not None:
+                raise bad_window
+            assert window is not None
+            return window_image(raw, window, lesions, overlay, png_level)
+
+        if window is None:
+            await images.run(job)  # raises the 404 or the 400
+        key = ("slice", name.file_name, window, overlay and bool(lesions))
+        return await images.answer(request, key, job)
 
     def hu_values(request: Request) -> Response:
         _only(request, set())
@@ -322,7 +322,7 @@ def create_app(catalog: Catalog, reader: SliceReader, *, info: dict | None = Non
             headers={"x-rows": str(rows), "x-cols": str(cols)},
         )
 
-    def crop(request: Request) -> Response:
+    async def crop(request: Request) -> Response:
         params = _only(request, {"window", "tile"})
         row = _int_param(request.path_params["row_index"], "row_index")
         l = catalog.lesion(row)
@@ -330,8 +330,11 @@ def create_app(catalog: Catalog, reader: SliceReader, *, info: dict | None = Non
         if not 32 <= tile <= 512:
             raise ParameterError("tile", f"{tile} is outside 32..512")
         window = _window(params, l.dicom_window_hu)
-        hu = reader.read_hu(check_name(l.file_name))
-        return Response(lesion_tile(hu, l, window, tile), media_type="image/png")
+
+        def job() -> bytes:
+            return lesion_tile(reader.read_hu(check_name(l.file_name)), l, window, tile)
+
+        return await images.answer(request, ("crop", row, window, tile), job)
 
     def tags(request: Request) -> Response:
         _only(request, set())
@@ -375,5 +378,5 @@ def create_app(catalog: Catalog, reader: SliceReader, *, info: dict | None = Non
             DeepLesionError: unreadable,  # e.g. a malformed store file
         },
     )
-    app.add_middleware(_Headers)
+    app.add_middleware(SecurityHeaders)
     return app

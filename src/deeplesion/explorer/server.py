@@ -28,10 +28,12 @@ class Explorer:
     info: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  #: things the CLI should say
 
-    def app(self):
+    def app(self, *, png_level: int = 0):
+        """The Starlette app; ``png_level`` 0 (no compression) suits a page on this machine,
+        1 a page across a network."""
         from deeplesion.explorer.app import create_app
 
-        return create_app(self.catalog, self.reader, info=self.info)
+        return create_app(self.catalog, self.reader, info=self.info, png_level=png_level)
 
 
 def find_table(root: Path, csv_path: Path | None) -> Path:

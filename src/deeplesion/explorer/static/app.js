@@ -233,7 +233,13 @@ async function showLesion(row, params) {
       if (state.queued && state.queued !== url) { const q = state.queued; state.queued = null; load(q); }
       else state.queued = null;
     };
-    pre.onerror = () => { state.pending = false; missing.hidden = false; missing.textContent = "this slice could not be read"; };
+    pre.onerror = async () => {
+      // never leave the previous slice on screen in place of this one
+      state.pending = false; state.queued = null;
+      img.hidden = true; missing.hidden = false;
+      const why = await whyNot(url);
+      missing.textContent = why === "image missing" ? "this slice is missing under ROOT" : "this slice could not be read";
+    };
     pre.src = url;
   }
   function refresh() {
@@ -393,9 +399,22 @@ async function showLesion(row, params) {
 }
 
 function tile(item, caption) {
-  const pic = item.image ? h("img", { src: `/api/crop/${item.row_index}`, alt: item.file_name, loading: "lazy" })
+  const src = `/api/crop/${item.row_index}`;
+  // a crop that fails (file gone, unreadable) says so instead of leaving a black box
+  const failed = (e) => whyNot(src).then((text) => e.target.replaceWith(h("div", { class: "noimg" }, text)));
+  const pic = item.image ? h("img", { src, alt: item.file_name, loading: "lazy", onerror: failed })
     : h("div", { class: "noimg" }, "no image");
   return h("a", { class: "tile", href: `#/lesion/${item.row_index}`, title: item.file_name }, pic, h("span", {}, caption));
+}
+
+async function whyNot(url) {
+  // an <img> does not tell why it failed: ask once more for the status
+  try {
+    const r = await fetch(url);
+    return r.status === 404 ? "image missing" : "image unreadable";
+  } catch {
+    return "image missing";
+  }
 }
 
 // ------------------------------------------------------------------ patient view
