@@ -23,8 +23,9 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from deeplesion.fetch.download import ManifestEntry, download_all
+from deeplesion.fetch.download import download_all
 from deeplesion.fetch.extract import extract_all
+from deeplesion.fetch.manifest import ManifestEntry
 
 
 def serve(files: dict[str, bytes]) -> ThreadingHTTPServer:

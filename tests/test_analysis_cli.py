@@ -33,7 +33,7 @@ def _clean_failure(result, code: int) -> None:
 
 
 def test_ontology_without_openpyxl_is_a_typed_error(lesanet, no_openpyxl):
-    from deeplesion.data.tags import ONTOLOGY_FILE, MissingExtraError, load_ontology
+    from deeplesion.data.ontology import ONTOLOGY_FILE, MissingExtraError, load_ontology
 
     with pytest.raises(MissingExtraError) as info:
         load_ontology(lesanet / ONTOLOGY_FILE)

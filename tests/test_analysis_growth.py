@@ -8,15 +8,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from deeplesion.analysis.growth import (
+from deeplesion.analysis.growth import classify, recist_responses
+from deeplesion.analysis.tracks import (
     MatchRule,
     assign,
     assign_with_threshold,
-    classify,
     link_all,
     link_patient,
     pair_agreement,
-    recist_responses,
     track_labels,
 )
 from deeplesion.data.annotations import load_lesions

@@ -12,12 +12,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from deeplesion.analysis.relations import (
-    RelationsError,
-    adjust_p,
-    relations,
-    write_relations,
-)
+from deeplesion.analysis.relations import RelationsError, adjust_p, relations
+from deeplesion.analysis.relations_output import write_relations
 from deeplesion.cli import main
 from deeplesion.data.annotations import load_lesions
 

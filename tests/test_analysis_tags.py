@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from deeplesion.data.annotations import OFFICIAL_ROWS, load_lesions, write_dl_info
+from deeplesion.data.ontology import UnknownTagError
 from deeplesion.data.sample import sample_lesions
 from deeplesion.data.tags import (
     LesionTags,
     TaggedTable,
-    UnknownTagError,
     join_tags,
     load_lesanet,
     tag_label,

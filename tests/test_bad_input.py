@@ -376,7 +376,8 @@ def _honest_range(data: bytes, start: int):
 
 
 def _fetch(server, tmp_path):
-    from deeplesion.fetch.download import ManifestEntry, download_all
+    from deeplesion.fetch.download import download_all
+    from deeplesion.fetch.manifest import ManifestEntry
 
     entry = ManifestEntry("Images_png_01.zip", server.url, None)  # no MD5
     return download_all([entry], tmp_path / "dest", retries=3, backoff_s=0, timeout_s=5).results[0]

@@ -15,10 +15,11 @@ MODULES = (
     "deeplesion.data.windowing",
     "deeplesion.data.measurement",
     "deeplesion.data.context",
-    "deeplesion.fetch.download",
+    "deeplesion.fetch.manifest",
     "deeplesion.evaluation.sweep",
     "deeplesion.evaluation.froc",
     "deeplesion.analysis.growth",
+    "deeplesion.analysis.tracks",
 )
 
 

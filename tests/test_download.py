@@ -18,18 +18,16 @@ import pytest
 from click.testing import CliRunner
 
 from deeplesion.cli import main
-from deeplesion.fetch.download import (
+from deeplesion.fetch.download import download_all, download_file, verify
+from deeplesion.fetch.manifest import (
     RELEASE_PAGE,
-    DownloadError,
     ManifestEntry,
     ManifestError,
-    download_all,
-    download_file,
     load_manifest,
     parse_only,
     select_entries,
-    verify,
 )
+from deeplesion.fetch.transfer import DownloadError
 
 REPO = Path(__file__).resolve().parents[1]
 # the release's URL list sits next to the real-data folder (read, never copied)

@@ -290,7 +290,7 @@ def test_only_get(client):
 
 
 def test_lesion_detail(client, sample_root, frame):
-    from deeplesion.analysis.growth import link_patient
+    from deeplesion.analysis.tracks import link_patient
     from deeplesion.data.annotations import load_lesions
 
     table = load_lesions(sample_root / "DL_info.csv")
@@ -322,7 +322,8 @@ def test_lesion_detail(client, sample_root, frame):
 
 
 def test_patient_view(client, sample_root, frame):
-    from deeplesion.analysis.growth import link_patient, recist_responses
+    from deeplesion.analysis.growth import recist_responses
+    from deeplesion.analysis.tracks import link_patient
     from deeplesion.data.annotations import load_lesions
 
     body = client.get("/api/patient/1").json()

@@ -3,10 +3,11 @@
 #
 # DeepLesion holds follow-up studies: the same patient scanned again weeks or months later,
 # with the lesions measured again. Nothing in `DL_info.csv` says which lesion of a follow-up
-# is which lesion of the first study; `deeplesion.analysis.growth` links them into
-# *tracks* and assesses each follow-up the RECIST 1.1 way. This tutorial does that on the
-# synthetic sample, whose true tracks are known (`sample_truth.csv`), shows one patient in
-# the lesion explorer, then runs on the real val split.
+# is which lesion of the first study; `deeplesion.analysis.tracks` links them into
+# *tracks* and `deeplesion.analysis.growth` assesses each follow-up the RECIST 1.1 way.
+# This tutorial does that on the synthetic sample, whose true tracks are known
+# (`sample_truth.csv`), shows one patient in the lesion explorer, then runs on the real
+# val split.
 #
 # Run it yourself with `python lesion_growth.py OUT_DIR`; the CLI equivalent is
 # `deeplesion growth ROOT/DL_info.csv --out OUT_DIR --root ROOT`.
@@ -26,13 +27,8 @@ from pathlib import Path
 import uvicorn
 
 from deeplesion.analysis.figures import plot_patient, track_strip
-from deeplesion.analysis.growth import (
-    MatchRule,
-    link_all,
-    pair_agreement,
-    recist_responses,
-    track_labels,
-)
+from deeplesion.analysis.growth import recist_responses
+from deeplesion.analysis.tracks import MatchRule, link_all, pair_agreement, track_labels
 from deeplesion.data.annotations import load_lesions
 from deeplesion.data.sample import read_truth, write_sample
 from deeplesion.explorer.server import open_explorer

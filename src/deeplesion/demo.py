@@ -30,9 +30,11 @@ from deeplesion.evaluation.froc import (
 from deeplesion.evaluation.plot import plot_froc
 from deeplesion.evaluation.predictions import read_predictions
 from deeplesion.evaluation.synthetic import noisy_predictions
+from deeplesion.fetch.checksums import md5_of
 from deeplesion.fetch.completeness import completeness
-from deeplesion.fetch.download import ManifestEntry, md5_of, verify
+from deeplesion.fetch.download import verify
 from deeplesion.fetch.extract import extract_all, find_archives
+from deeplesion.fetch.manifest import ManifestEntry
 from deeplesion.review.batch import render_key_slices
 from deeplesion.review.bodymap import write_body_map
 from deeplesion.review.gallery import write_gallery

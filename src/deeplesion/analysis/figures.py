@@ -8,14 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deeplesion.analysis.growth import (
-    NEW_LESION_RULES,
-    GrowthAnalysis,
-    MatchRule,
-    Response,
-    Track,
-    analyse_growth,
-)
+from deeplesion.analysis.growth import NEW_LESION_RULES, GrowthAnalysis, Response, analyse_growth
+from deeplesion.analysis.tracks import MatchRule, Track
 from deeplesion.data.annotations import Lesion
 from deeplesion.data.io import atomic_path, save_figure
 from deeplesion.review.crops import try_crop, write_strip

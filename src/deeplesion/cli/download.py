@@ -17,16 +17,11 @@ from deeplesion.cli._common import (
     print_problems,
     progress_display,
 )
-from deeplesion.fetch.download import (
-    PART_SUFFIX,
-    RELEASE_PAGE,
-    FileProgress,
-    download_all,
-    load_manifest,
-    select_entries,
-)
+from deeplesion.fetch.download import download_all
 from deeplesion.fetch.download import verify as verify_files
 from deeplesion.fetch.extract import ExtractLimits, ExtractProgress, extract_all, find_archives
+from deeplesion.fetch.manifest import PART_SUFFIX, RELEASE_PAGE, load_manifest, select_entries
+from deeplesion.fetch.transfer import FileProgress
 
 _MANIFEST = click.option(
     "--manifest",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from deeplesion.analysis.growth import NEW_LESION_RULES, MatchRule
+from deeplesion.analysis.growth import NEW_LESION_RULES
+from deeplesion.analysis.tracks import MatchRule
 from deeplesion.cli._common import (
     console,
     fail_cleanly,

@@ -72,13 +72,8 @@ def relations_cmd(
     uncertain: bool,
 ) -> None:
     """Which lesion types (or tags) are annotated together, and again at follow-up."""
-    from deeplesion.analysis.relations import (
-        CORRECTIONS,
-        GROUP_NOUNS,
-        relations,
-        tag_labels,
-        write_relations,
-    )
+    from deeplesion.analysis.relations import CORRECTIONS, GROUP_NOUNS, relations, tag_labels
+    from deeplesion.analysis.relations_output import write_relations
 
     with fail_cleanly():
         labels = None

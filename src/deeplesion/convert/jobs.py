@@ -1,5 +1,6 @@
 """What the converters (NIfTI export, training store) share: shards, where tasks run
-(this process, a process pool, a Dask cluster), sorted CSV reports, stale temporaries.
+(this process, a process pool, a Dask cluster), decoding a run's slices, splitting a run at
+unreadable slices, sorted CSV reports, stale temporaries.
 
 A task is a picklable record handled by a module-level function returning a result; the
 caller collects results in ``on_result`` (called in this process, in completion order).
@@ -15,11 +16,18 @@ import shutil
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import numpy as np
+
+from deeplesion.data.io import write_bytes_atomic
+from deeplesion.data.slices import read_png_raw
 from deeplesion.data.volumes import SubVolume, VolumeProblem
-from deeplesion.errors import DeepLesionError
+from deeplesion.errors import DeepLesionError, ImageReadError
+
+T = TypeVar("T")
 
 PROBLEM_COLUMNS = ("kind", "folder", "slice_number", "row_index", "detail")
 
@@ -34,6 +42,15 @@ def parse_shard(spec: str, error: type[Exception] = ConvertError) -> tuple[int, 
     if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
         raise error(f"bad shard {spec!r}: expected i/N with 1 <= i <= N, e.g. '1/4'")
     return int(m.group(1)), int(m.group(2))
+
+
+def check_parallel(
+    workers: int, shard: tuple[int, int] | str | None, error: type[Exception] = ConvertError
+) -> tuple[int, int] | None:
+    """The shard as ``(i, N)`` (parsed from ``'i/N'``), after checking ``workers >= 1``."""
+    if workers < 1:
+        raise error(f"workers must be >= 1, got {workers}")
+    return parse_shard(shard, error) if isinstance(shard, str) else shard
 
 
 def in_shard(subvolume: SubVolume, shard: tuple[int, int] | None) -> bool:
@@ -67,6 +84,56 @@ def run_tasks(
     else:
         for task in tasks:
             on_result(fn(task))
+
+
+def run_counted(
+    fn: Callable[[Any], Any],
+    tasks: Sequence[Any],
+    total: int,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    error: type[Exception] = ConvertError,
+) -> list[Any]:
+    """The results of :func:`run_tasks`, in completion order; ``progress(done, total)`` is
+    called first and after each result, ``done`` summing the results' ``n_slices``."""
+    results: list[Any] = []
+    done = 0
+
+    def on_result(result: Any) -> None:
+        nonlocal done
+        results.append(result)
+        done += result.n_slices
+        if progress:
+            progress(done, total)
+
+    if progress:
+        progress(0, total)
+    run_tasks(fn, tasks, on_result, workers=workers, scheduler=scheduler, error=error)
+    return results
+
+
+def run_runs(
+    fn: Callable[[Any], RunResult[T]],
+    tasks: Sequence[RunTask],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    error: type[Exception] = ConvertError,
+) -> list[RunResult[T]]:
+    """:func:`run_counted` for run tasks, the longest runs first (so that no long run
+    starts last), ``done`` and ``total`` counted in slices."""
+    return run_counted(
+        fn,
+        sorted(tasks, key=lambda t: -t.subvolume.n_slices),
+        sum(t.subvolume.n_slices for t in tasks),
+        progress=progress,
+        workers=workers,
+        scheduler=scheduler,
+        error=error,
+    )
 
 
 def _run_dask(fn, tasks, address: str, on_result, error: type[Exception]) -> None:
@@ -110,6 +177,117 @@ def prefetch(pool: ThreadPoolExecutor, fn, items) -> Iterator[Future]:
     yield from pending
 
 
+class SliceFailure(ImageReadError):
+    """A slice of a run that cannot be used, with its number; :func:`convert_run` reports
+    it and converts the pieces on either side."""
+
+    def __init__(self, slice_number: int, reason: str) -> None:
+        super().__init__(reason)
+        self.slice_number, self.reason = slice_number, reason
+
+
+def decoded_slices(
+    root: str | Path, sub: SubVolume, image_size: tuple[int, int] | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(slice number, raw uint16 rows x cols) of each slice of ``sub``, the next one
+    decoded in a thread meanwhile. Raises :class:`SliceFailure` at the first slice that
+    cannot be decoded, or whose size differs from ``image_size`` (DL_info's rows, cols;
+    when given) or from the run's first slice."""
+    paths = sub.slice_paths(root)
+    shape: tuple[int, ...] | None = None
+    with ThreadPoolExecutor(max_workers=1) as decoder:
+        for n, png, future in zip(sub.slice_numbers, paths, prefetch(decoder, read_png_raw, paths)):
+            try:
+                raw = future.result()
+            except ImageReadError as exc:
+                raise SliceFailure(n, str(exc)) from exc
+            if image_size is not None and raw.shape != tuple(image_size):
+                rows, cols = image_size
+                raise SliceFailure(
+                    n,
+                    f"{png}: image is {raw.shape[0]}x{raw.shape[1]} (rows x cols), "
+                    f"DL_info says {rows}x{cols}; not used",
+                )
+            if shape is None:
+                shape = raw.shape
+            elif raw.shape != shape:
+                raise SliceFailure(
+                    n,
+                    f"{png}: size {raw.shape[0]}x{raw.shape[1]} differs from "
+                    f"{shape[0]}x{shape[1]} of the run's first slice",
+                )
+            yield n, raw
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One contiguous run to convert (picklable: runs in a worker process or on Dask)."""
+
+    root: str
+    out_dir: str
+    subvolume: SubVolume
+
+
+@dataclass(frozen=True)
+class RunResult(Generic[T]):
+    """What one task made of its run: an item per piece written or kept."""
+
+    items: tuple[T, ...]
+    problems: tuple[VolumeProblem, ...]
+    written: int
+    skipped: int
+    n_slices: int  #: of the whole run, for progress
+
+
+def convert_run(
+    subvolume: SubVolume, convert: Callable[[SubVolume], tuple[T, bool]]
+) -> RunResult[T]:
+    """``convert(piece) -> (item, written)`` for the run; where it raises
+    :class:`SliceFailure`, the slice is reported (``unreadable-slice``) and the pieces
+    on either side of it are converted instead."""
+    items: list[T] = []
+    problems: list[VolumeProblem] = []
+    written = skipped = 0
+    pending = [subvolume]
+    while pending:
+        sub = pending.pop(0)
+        try:
+            item, was_written = convert(sub)
+        except SliceFailure as exc:
+            problems.append(
+                VolumeProblem("unreadable-slice", sub.folder, exc.slice_number, detail=exc.reason)
+            )
+            pending = sub.without(exc.slice_number) + pending
+            continue
+        items.append(item)
+        written, skipped = written + was_written, skipped + (not was_written)
+    return RunResult(tuple(items), tuple(problems), written, skipped, subvolume.n_slices)
+
+
+@dataclass
+class RunsReport:
+    """What a conversion wrote, kept and found."""
+
+    out_dir: Path
+    problems: list[VolumeProblem]  #: index problems + unreadable slices met
+    written: int
+    skipped: int
+    problems_path: Path | None = None
+
+    @property
+    def unreadable(self) -> list[VolumeProblem]:
+        return [p for p in self.problems if p.kind == "unreadable-slice"]
+
+
+def by_folder(known: dict[str, T]) -> dict[str, tuple[tuple[str, T], ...]]:
+    """``{name: value}`` of earlier reports grouped by the names' series folder (the
+    first 12 characters), so each task carries only its own folder's."""
+    grouped: dict[str, list[tuple[str, T]]] = {}
+    for name, value in sorted(known.items()):
+        grouped.setdefault(name[:12], []).append((name, value))
+    return {folder: tuple(pairs) for folder, pairs in grouped.items()}
+
+
 def csv_bytes(header: Iterable[str], rows: Iterable[Sequence[object]]) -> bytes:
     """A CSV file's bytes (``\\n`` line ends, UTF-8)."""
     text = io.StringIO()
@@ -128,6 +306,23 @@ def problem_row(p: VolumeProblem) -> list[str]:
         "" if p.row_index is None else str(p.row_index),
         p.detail,
     ]
+
+
+def write_problems(
+    out_dir: Path,
+    shard: tuple[int, int] | None,
+    found: Iterable[VolumeProblem],
+    results: Sequence[RunResult[Any]],
+) -> RunsReport:
+    """Sort ``found`` and the results' problems into ``problems[.shard-i-of-N].csv``
+    (atomically); returns them with the results' counts."""
+    problems = sorted(
+        [*found, *(p for r in results for p in r.problems)], key=VolumeProblem.sort_key
+    )
+    path = out_dir / f"problems{shard_suffix(shard)}.csv"
+    write_bytes_atomic(path, csv_bytes(PROBLEM_COLUMNS, map(problem_row, problems)))
+    written = sum(r.written for r in results)
+    return RunsReport(out_dir, problems, written, sum(r.skipped for r in results), path)
 
 
 def remove_stale_temps(out_dir: Path, sub: SubVolume, extension: str) -> None:

@@ -28,7 +28,6 @@ import importlib
 import os
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,17 +36,24 @@ import numpy as np
 
 from deeplesion.convert import jobs
 from deeplesion.convert.jobs import (
-    PROBLEM_COLUMNS,
+    RunResult,
+    RunsReport,
+    RunTask,
+    SliceFailure,
+    by_folder,
+    check_parallel,
+    convert_run,
     csv_bytes,
+    decoded_slices,
     in_shard,
-    prefetch,
-    problem_row,
     remove_stale_temps,
+    run_runs,
     shard_suffix,
+    write_problems,
 )
-from deeplesion.data.io import LOCK_NAME, atomic_path, output_lock
-from deeplesion.data.slices import png_to_hu, read_png_raw
-from deeplesion.data.volumes import SubVolume, VolumeIndex, VolumeProblem, index_volumes
+from deeplesion.data.io import LOCK_NAME, atomic_path, output_lock, write_bytes_atomic
+from deeplesion.data.slices import png_to_hu
+from deeplesion.data.volumes import SubVolume, VolumeIndex, index_volumes
 from deeplesion.errors import DeepLesionError, ImageReadError
 
 LAYOUTS = ("project", "official")
@@ -204,12 +210,6 @@ class VolumeRecord:
         ]
 
 
-class _SliceFailure(Exception):
-    def __init__(self, slice_number: int, reason: str) -> None:
-        super().__init__(reason)
-        self.slice_number, self.reason = slice_number, reason
-
-
 def _record(
     sub: SubVolume,
     shape: tuple[int, int, int],
@@ -247,7 +247,7 @@ def write_volume(
     """
     try:
         return _write(root, sub, Path(path), layout, compression)
-    except _SliceFailure as exc:
+    except SliceFailure as exc:
         raise ImageReadError(exc.reason) from None
 
 
@@ -270,37 +270,16 @@ def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compressi
         buf = None
         # The next slice is decoded in a thread while this one is compressed (both
         # release the GIL), so one worker keeps decoding and deflating overlapped.
-        paths = sub.slice_paths(root)
-        with ThreadPoolExecutor(max_workers=1) as decoder:
-            for n, png, decoded in zip(
-                sub.slice_numbers,
-                paths,
-                prefetch(decoder, read_png_raw, paths),
-            ):
-                try:
-                    raw = decoded.result()
-                    if sub.image_size is not None and raw.shape != tuple(sub.image_size):
-                        rows, cols = sub.image_size
-                        raise ImageReadError(
-                            f"{png}: image is {raw.shape[0]}x{raw.shape[1]} (rows x cols), "
-                            f"DL_info says {rows}x{cols}; not used"
-                        )
-                    if buf is None:
-                        buf = np.empty(raw.shape, dtype="<i2")
-                        rows, cols = raw.shape
-                        shape = volume_shape(rows, cols, sub.n_slices, layout)
-                        hdr = nifti_header(shape, sub.spacing_mm, layout, sub.first_slice, sub.name)
-                        emit(comp.compress(hdr.binaryblock + b"\0\0\0\0"))
-                    elif raw.shape != buf.shape:
-                        raise ImageReadError(
-                            f"{png}: size {raw.shape[0]}x{raw.shape[1]} differs from "
-                            f"{buf.shape[0]}x{buf.shape[1]} of the run's first slice"
-                        )
-                except ImageReadError as exc:
-                    raise _SliceFailure(n, str(exc)) from exc
-                png_to_hu(raw, out=buf)
-                # NIfTI stores the first axis fastest: project = the slice's rows as they are
-                emit(comp.compress(buf if layout == "project" else np.ascontiguousarray(buf.T)))
+        for _, raw in decoded_slices(root, sub, sub.image_size):
+            if buf is None:
+                buf = np.empty(raw.shape, dtype="<i2")
+                rows, cols = raw.shape
+                shape = volume_shape(rows, cols, sub.n_slices, layout)
+                hdr = nifti_header(shape, sub.spacing_mm, layout, sub.first_slice, sub.name)
+                emit(comp.compress(hdr.binaryblock + b"\0\0\0\0"))
+            png_to_hu(raw, out=buf)
+            # NIfTI stores the first axis fastest: project = the slice's rows as they are
+            emit(comp.compress(buf if layout == "project" else np.ascontiguousarray(buf.T)))
         emit(comp.flush())
         if shape is None:
             raise NiftiExportError(f"{sub.name}: no slices to write")
@@ -352,56 +331,29 @@ def check_volume(
 
 
 @dataclass(frozen=True)
-class ExportTask:
-    """One contiguous run to export (picklable: runs in a worker process or on Dask)."""
+class ExportTask(RunTask):
+    """One contiguous run to export."""
 
-    root: str
-    out_dir: str
-    subvolume: SubVolume
     layout: str = "project"
     compression: Compression = Compression()
     known_sha256: tuple[tuple[str, str], ...] = ()  #: (file, sha256) from earlier manifests
 
 
-@dataclass(frozen=True)
-class TaskResult:
-    volumes: tuple[VolumeRecord, ...]
-    problems: tuple[VolumeProblem, ...]
-    written: int
-    skipped: int
-    n_slices: int
-
-
-def run_task(task: ExportTask) -> TaskResult:
+def run_task(task: ExportTask) -> RunResult[VolumeRecord]:
     """Export one run: skip complete files, split at unreadable slices, report them."""
     out_dir = Path(task.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir, task.subvolume, ".nii.gz")
     known = dict(task.known_sha256)
-    records: list[VolumeRecord] = []
-    problems: list[VolumeProblem] = []
-    written = skipped = 0
-    pending = [task.subvolume]
-    while pending:
-        sub = pending.pop(0)
+
+    def convert(sub: SubVolume) -> tuple[VolumeRecord, bool]:
         path = out_dir / volume_file_name(sub)
         record = check_volume(path, sub, task.layout, known.get(path.name))
         if record is not None:
-            skipped += 1
-        else:
-            try:
-                record = _write(task.root, sub, path, task.layout, task.compression)
-                written += 1
-            except _SliceFailure as exc:
-                problems.append(
-                    VolumeProblem(
-                        "unreadable-slice", sub.folder, exc.slice_number, detail=exc.reason
-                    )
-                )
-                pending = sub.without(exc.slice_number) + pending
-                continue
-        records.append(record)
-    return TaskResult(tuple(records), tuple(problems), written, skipped, task.subvolume.n_slices)
+            return record, False
+        return _write(task.root, sub, path, task.layout, task.compression), True
+
+    return convert_run(task.subvolume, convert)
 
 
 # --------------------------------------------------------------------------- sharding
@@ -438,22 +390,13 @@ def _known_checksums(out_dir: Path) -> dict[str, str]:
 # --------------------------------------------------------------------------- runs
 
 
-@dataclass
-class ExportReport:
+@dataclass(kw_only=True)
+class ExportReport(RunsReport):
     """What an export wrote, reused and found."""
 
-    out_dir: Path
     volumes: list[VolumeRecord]
-    problems: list[VolumeProblem]  #: index problems + unreadable slices met
-    written: int
-    skipped: int
     not_exported: list[SubVolume] = field(default_factory=list)  #: spacing unknown
     manifest_path: Path | None = None
-    problems_path: Path | None = None
-
-    @property
-    def unreadable(self) -> list[VolumeProblem]:
-        return [p for p in self.problems if p.kind == "unreadable-slice"]
 
     @property
     def paths(self) -> list[Path]:
@@ -484,10 +427,7 @@ def export_nifti(
     """
     if layout not in LAYOUTS:
         raise NiftiExportError(f"unknown layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
-    if workers < 1:
-        raise NiftiExportError(f"workers must be >= 1, got {workers}")
-    if isinstance(shard, str):
-        shard = parse_shard(shard)
+    shard = check_parallel(workers, shard, NiftiExportError)
     codec = resolve_compression(compression, level)
     out_dir = Path(out_dir)
     if index is None:
@@ -495,62 +435,32 @@ def export_nifti(
     known = _known_checksums(out_dir) if out_dir.is_dir() else {}
     selected = [v for v in index.volumes if in_shard(v, shard)]
     not_exported = [v for v in selected if v.spacing_mm is None]
-    known_by_folder: dict[str, list[tuple[str, str]]] = {}
-    for file, sha in sorted(known.items()):
-        known_by_folder.setdefault(file[:12], []).append((file, sha))
+    known_by_folder = by_folder(known)
     tasks = [
-        ExportTask(
-            str(root), str(out_dir), sub, layout, codec, tuple(known_by_folder.get(sub.folder, ()))
-        )
+        ExportTask(str(root), str(out_dir), sub, layout, codec, known_by_folder.get(sub.folder, ()))
         for sub in selected
         if sub.spacing_mm is not None
     ]
-    total = sum(t.subvolume.n_slices for t in tasks)
-    results: list[TaskResult] = []
-    done = 0
-
-    def on_result(result: TaskResult) -> None:
-        nonlocal done
-        results.append(result)
-        done += result.n_slices
-        if progress:
-            progress(done, total)
-
-    if progress:
-        progress(0, total)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Shards run side by side on purpose, each under its own lock; one run per shard.
     with output_lock(out_dir, command="nifti", name=f"{LOCK_NAME}{shard_suffix(shard)}"):
-        jobs.run_tasks(
+        results = run_runs(
             run_task,
-            sorted(tasks, key=lambda t: -t.subvolume.n_slices),
-            on_result,
+            tasks,
+            progress=progress,
             workers=workers,
             scheduler=scheduler,
             error=NiftiExportError,
         )
-
         volumes = sorted(
-            (v for r in results for v in r.volumes), key=lambda v: (v.folder, v.first_slice)
+            (v for r in results for v in r.items), key=lambda v: (v.folder, v.first_slice)
         )
-        problems = sorted(
-            list(index.problems) + [p for r in results for p in r.problems],
-            key=VolumeProblem.sort_key,
-        )
-        suffix = shard_suffix(shard)
-        manifest_path = out_dir / f"manifest{suffix}.csv"
-        problems_path = out_dir / f"problems{suffix}.csv"
-        with atomic_path(problems_path) as tmp:
-            tmp.write_bytes(csv_bytes(PROBLEM_COLUMNS, (problem_row(p) for p in problems)))
-        with atomic_path(manifest_path) as tmp:
-            tmp.write_bytes(csv_bytes(MANIFEST_COLUMNS, (v.row() for v in volumes)))
+        report = write_problems(out_dir, shard, index.problems, results)
+        manifest_path = out_dir / f"manifest{shard_suffix(shard)}.csv"
+        write_bytes_atomic(manifest_path, csv_bytes(MANIFEST_COLUMNS, (v.row() for v in volumes)))
         return ExportReport(
-            out_dir,
-            volumes,
-            problems,
-            sum(r.written for r in results),
-            sum(r.skipped for r in results),
-            not_exported,
-            manifest_path,
-            problems_path,
+            **vars(report),
+            volumes=volumes,
+            not_exported=not_exported,
+            manifest_path=manifest_path,
         )

@@ -21,17 +21,19 @@ from pathlib import Path
 
 from deeplesion.convert import jobs
 from deeplesion.convert.jobs import (
-    PROBLEM_COLUMNS,
+    RunsReport,
+    by_folder,
     csv_bytes,
     in_shard,
-    problem_row,
+    run_counted,
+    run_runs,
     shard_suffix,
+    write_problems,
 )
 from deeplesion.convert.store_runs import (
     Box,
     StoredRun,
     StoreTask,
-    StoreTaskResult,
     VerifyResult,
     VerifyTask,
     run_store_task,
@@ -53,7 +55,6 @@ from deeplesion.data.store import (
 from deeplesion.data.volumes import (
     SubVolume,
     VolumeIndex,
-    VolumeProblem,
     consecutive_runs,
     index_volumes,
 )
@@ -105,18 +106,13 @@ def select_runs(
 # --------------------------------------------------------------------------- whole runs
 
 
-@dataclass
-class StoreReport:
+@dataclass(kw_only=True)
+class StoreReport(RunsReport):
     """What a build wrote, kept and found."""
 
-    out_dir: Path
     runs: list[StoredRun]
-    problems: list[VolumeProblem]  #: index problems + unreadable slices met
-    written: int
-    skipped: int
     not_stored: list[SubVolume] = field(default_factory=list)  #: spacing unknown
     index_path: Path | None = None
-    problems_path: Path | None = None
 
     @property
     def entries(self) -> list[StoreEntry]:
@@ -133,10 +129,6 @@ class StoreReport:
     @property
     def png_bytes(self) -> int:
         return sum(r.png_bytes for r in self.runs)
-
-    @property
-    def unreadable(self) -> list[VolumeProblem]:
-        return [p for p in self.problems if p.kind == "unreadable-slice"]
 
     @property
     def missing_series(self) -> list[str]:
@@ -226,10 +218,7 @@ def build_store(
     """
     if fmt not in FORMATS:
         raise StoreBuildError(f"unknown store format {fmt!r}; allowed: {', '.join(FORMATS)}")
-    if workers < 1:
-        raise StoreBuildError(f"workers must be >= 1, got {workers}")
-    if isinstance(shard, str):
-        shard = jobs.parse_shard(shard, StoreBuildError)
+    shard = jobs.check_parallel(workers, shard, StoreBuildError)
     for module in ("scipy", "zarr") if fmt == "zarr" else ("scipy",):
         if importlib.util.find_spec(module) is None:
             raise StoreBuildError(
@@ -252,9 +241,7 @@ def build_store(
     # Shards run side by side on purpose, each under its own lock; one run per shard.
     with output_lock(out_dir, command="store", name=f"{LOCK_NAME}{shard_suffix(shard)}"):
         _write_meta(out_dir, fmt, threshold_png, opening_px)
-        known_by_folder: dict[str, list[tuple[str, tuple[Box, ...]]]] = {}
-        for name, boxes in sorted(_known_boxes(out_dir).items()):
-            known_by_folder.setdefault(name[:12], []).append((name, boxes))
+        known_by_folder = by_folder(_known_boxes(out_dir))
         tasks = [
             StoreTask(
                 str(root),
@@ -263,59 +250,35 @@ def build_store(
                 fmt,
                 threshold_png,
                 opening_px,
-                tuple(known_by_folder.get(sub.folder, ())),
+                known_by_folder.get(sub.folder, ()),
             )
             for sub in selected
             if sub.spacing_mm is not None
         ]
-        total = sum(t.subvolume.n_slices for t in tasks)
-        results: list[StoreTaskResult] = []
-        done = 0
-
-        def on_result(result: StoreTaskResult) -> None:
-            nonlocal done
-            results.append(result)
-            done += result.n_slices
-            if progress:
-                progress(done, total)
-
-        if progress:
-            progress(0, total)
-        jobs.run_tasks(
+        results = run_runs(
             run_store_task,
-            sorted(tasks, key=lambda t: -t.subvolume.n_slices),
-            on_result,
+            tasks,
+            progress=progress,
             workers=workers,
             scheduler=scheduler,
             error=StoreBuildError,
         )
         stored = sorted(
-            (r for res in results for r in res.runs),
+            (r for res in results for r in res.items),
             key=lambda r: (r.entry.folder, r.entry.first_slice),
         )
         index_problems = [p for p in index.problems if p.folder in folders]
         if shard is not None:
             index_problems = [p for p in index_problems if _folder_in_shard(p.folder, runs, shard)]
-        problems = sorted(
-            index_problems + [p for r in results for p in r.problems], key=VolumeProblem.sort_key
-        )
+        report = write_problems(out_dir, shard, index_problems, results)
         suffix = shard_suffix(shard)
-        problems_path = out_dir / f"problems{suffix}.csv"
-        write_bytes_atomic(problems_path, csv_bytes(PROBLEM_COLUMNS, map(problem_row, problems)))
         write_bytes_atomic(
             out_dir / f"boxes{suffix}.csv", csv_bytes(BOX_COLUMNS, _box_rows(stored))
         )
         index_path = out_dir / f"index{suffix}.csv"
         write_bytes_atomic(index_path, csv_bytes(INDEX_COLUMNS, (r.entry.row() for r in stored)))
         return StoreReport(
-            out_dir,
-            stored,
-            problems,
-            sum(r.written for r in results),
-            sum(r.skipped for r in results),
-            not_stored,
-            index_path,
-            problems_path,
+            **vars(report), runs=stored, not_stored=not_stored, index_path=index_path
         )
 
 
@@ -371,20 +334,14 @@ def verify_store(
         for e in entries
     ]
     total = sum(e.n_slices for e in entries)
-    results: list[VerifyResult] = []
-    done = 0
-
-    def on_result(result: VerifyResult) -> None:
-        nonlocal done
-        results.append(result)
-        done += result.n_slices
-        if progress:
-            progress(done, total)
-
-    if progress:
-        progress(0, total)
-    jobs.run_tasks(
-        verify_run, tasks, on_result, workers=workers, scheduler=scheduler, error=StoreBuildError
+    results: list[VerifyResult] = run_counted(
+        verify_run,
+        tasks,
+        total,
+        progress=progress,
+        workers=workers,
+        scheduler=scheduler,
+        error=StoreBuildError,
     )
     mismatches = sorted(m for r in results for m in r.mismatches)
     return VerifyReport(len(entries), total, mismatches)

@@ -10,17 +10,22 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from deeplesion.convert.jobs import prefetch, remove_stale_temps
+from deeplesion.convert.jobs import (
+    RunResult,
+    RunTask,
+    convert_run,
+    decoded_slices,
+    remove_stale_temps,
+)
 from deeplesion.data.io import atomic_path
 from deeplesion.data.slices import read_png_raw
 from deeplesion.data.store import HU_XOR, StoreEntry, body_box
-from deeplesion.data.volumes import SubVolume, VolumeProblem
+from deeplesion.data.volumes import SubVolume
 from deeplesion.errors import ImageReadError
 
 #: Zarr codec settings (measured in benchmarks/store.py: level 1 is within 2% of level 5's
@@ -34,12 +39,9 @@ Box = tuple[int, int, int, int] | None
 
 
 @dataclass(frozen=True)
-class StoreTask:
-    """One contiguous run to store (picklable: runs in a worker process or on Dask)."""
+class StoreTask(RunTask):
+    """One contiguous run to store."""
 
-    root: str
-    out_dir: str
-    subvolume: SubVolume
     fmt: str = "npy"
     threshold_png: int = 32000
     opening_px: int = 7
@@ -54,35 +56,9 @@ class StoredRun:
     png_bytes: int
 
 
-@dataclass(frozen=True)
-class StoreTaskResult:
-    runs: tuple[StoredRun, ...]
-    problems: tuple[VolumeProblem, ...]
-    written: int
-    skipped: int
-    n_slices: int
-
-
-class _SliceFailure(Exception):
-    def __init__(self, slice_number: int, reason: str) -> None:
-        super().__init__(reason)
-        self.slice_number, self.reason = slice_number, reason
-
-
 def array_relpath(sub: SubVolume, fmt: str) -> str:
     """``volumes/<patient>/<volume>.npy`` (or ``.zarr``), relative to the store."""
     return f"volumes/{sub.folder[:6]}/{sub.name}.{fmt}"
-
-
-def _decoded(root: str, sub: SubVolume):
-    """(slice number, raw uint16) of each slice, decoded one ahead in a thread."""
-    paths = sub.slice_paths(root)
-    with ThreadPoolExecutor(max_workers=1) as decoder:
-        for n, future in zip(sub.slice_numbers, prefetch(decoder, read_png_raw, paths)):
-            try:
-                yield n, future.result()
-            except ImageReadError as exc:
-                raise _SliceFailure(n, str(exc)) from exc
 
 
 def _write_run(task: StoreTask, sub: SubVolume, path: Path) -> tuple[StoreEntry, list[Box]]:
@@ -91,15 +67,8 @@ def _write_run(task: StoreTask, sub: SubVolume, path: Path) -> tuple[StoreEntry,
     shape: tuple[int, int] | None = None
     target = _npy_target if task.fmt == "npy" else _zarr_target
     with target(path, sub.n_slices) as put:
-        for k, (n, raw) in enumerate(_decoded(task.root, sub)):
-            if shape is None:
-                shape = raw.shape
-            elif raw.shape != shape:
-                raise _SliceFailure(
-                    n,
-                    f"{sub.slice_paths(task.root)[k]}: size {raw.shape[0]}x{raw.shape[1]} "
-                    f"differs from {shape[0]}x{shape[1]} of the run's first slice",
-                )
+        for k, (_, raw) in enumerate(decoded_slices(task.root, sub)):
+            shape = raw.shape
             put(k, (raw ^ HU_XOR).view(np.int16))
             boxes.append(body_box(raw, task.threshold_png, task.opening_px))
     assert shape is not None
@@ -206,42 +175,29 @@ def check_run(out_dir: Path, sub: SubVolume, fmt: str) -> StoreEntry | None:
     return _entry(sub, fmt, shape[1:])
 
 
-def run_store_task(task: StoreTask) -> StoreTaskResult:
+def run_store_task(task: StoreTask) -> RunResult[StoredRun]:
     """Store one run: keep a complete array, split at unreadable slices, report them."""
     out_dir = Path(task.out_dir)
     known = dict(task.known_boxes)
-    runs: list[StoredRun] = []
-    problems: list[VolumeProblem] = []
-    written = skipped = 0
-    pending = [task.subvolume]
-    while pending:
-        sub = pending.pop(0)
+
+    def convert(sub: SubVolume) -> tuple[StoredRun, bool]:
         path = out_dir / array_relpath(sub, task.fmt)
         remove_stale_temps(path.parent, sub, f".{task.fmt}")
         entry = check_run(out_dir, sub, task.fmt)
+        written = entry is None
         if entry is not None:
-            skipped += 1
             boxes = known.get(sub.name)
             if boxes is None or len(boxes) != sub.n_slices:  # recomputed from the array
                 array = load_array(path, task.fmt)
                 raws = (np.asarray(a).view(np.uint16) ^ HU_XOR for a in array)
                 boxes = tuple(body_box(r, task.threshold_png, task.opening_px) for r in raws)
         else:
-            try:
-                entry, box_list = _write_run(task, sub, path)
-                boxes = tuple(box_list)
-                written += 1
-            except _SliceFailure as exc:
-                problems.append(
-                    VolumeProblem(
-                        "unreadable-slice", sub.folder, exc.slice_number, detail=exc.reason
-                    )
-                )
-                pending = sub.without(exc.slice_number) + pending
-                continue
+            entry, box_list = _write_run(task, sub, path)
+            boxes = tuple(box_list)
         png_bytes = sum(os.path.getsize(p) for p in sub.slice_paths(task.root))
-        runs.append(StoredRun(entry, boxes, _size(path), png_bytes))
-    return StoreTaskResult(tuple(runs), tuple(problems), written, skipped, task.subvolume.n_slices)
+        return StoredRun(entry, boxes, _size(path), png_bytes), written
+
+    return convert_run(task.subvolume, convert)
 
 
 def _size(path: Path) -> int:

@@ -9,8 +9,7 @@ the annotations say. ``sample_masks/`` holds every lesion's exact mask on every 
 reaches, as a masks folder (:mod:`deeplesion.data.maskfiles`): the painted ellipsoid
 section, soft rim included. Same seed, same bytes.
 
-(Over 400 lines: about half is the sample's specification, series by series, which reads
-best in one place next to the code that draws it.)
+The body phantom itself is drawn by :mod:`deeplesion.data.phantom`.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from deeplesion.data.maskfiles import (
     write_settings,
 )
 from deeplesion.data.paths import series_folder, slice_path
+from deeplesion.data.phantom import body_phantom
 from deeplesion.data.slices import write_hu_png
 
 BODY_HEIGHT_MM = 1700.0  #: head-to-feet length used to turn mm into normalised z
@@ -84,6 +84,9 @@ class _SeriesSpec:
     window_hu: tuple[float, float]
     lesions: list[_LesionSpec] = field(default_factory=list)
 
+    def having(self, *lesions: _LesionSpec) -> _SeriesSpec:
+        return replace(self, lesions=list(lesions))
+
 
 def _specs() -> list[_SeriesSpec]:
     """The sample's patients: all splits, 1/2/5 mm intervals, follow-ups with known tracks."""
@@ -91,217 +94,47 @@ def _specs() -> list[_SeriesSpec]:
     S, L = _SeriesSpec, _LesionSpec
     return [
         # Patient 1 (val): three studies; liver and lung lesions tracked, new kidney lesion.
-        S(
-            1,
-            1,
-            1,
-            2,
-            "F",
-            51,
-            40,
-            5.0,
-            0.78125,
-            512,
-            0.36,
-            soft,
-            [L(10, 5, 18.0, 0.7, 20, 2), L(32, 4, 34.0, 0.75, 35, 1)],
+        S(1, 1, 1, 2, "F", 51, 40, 5.0, 0.78125, 512, 0.36, soft).having(
+            L(10, 5, 18.0, 0.7, 20, 2), L(32, 4, 34.0, 0.75, 35, 1)
         ),
-        S(
-            1,
-            2,
-            1,
-            2,
-            "F",
-            51,
-            40,
-            5.0,
-            0.78125,
-            512,
-            0.36,
-            soft,
-            [L(11, 5, 21.0, 0.7, 30, 2, (1.5, -1.0)), L(32, 4, 24.0, 0.8, 40, 1, (-2.0, 1.0))],
+        S(1, 2, 1, 2, "F", 51, 40, 5.0, 0.78125, 512, 0.36, soft).having(
+            L(11, 5, 21.0, 0.7, 30, 2, (1.5, -1.0)), L(32, 4, 24.0, 0.8, 40, 1, (-2.0, 1.0))
         ),
-        S(
-            1,
-            3,
-            2,
-            2,
-            "F",
-            52,
-            44,
-            5.0,
-            0.8125,
-            512,
-            0.355,
-            soft,
-            [
-                L(13, 5, 26.0, 0.65, 25, 2, (1.0, 1.0)),
-                L(34, 4, 20.0, 0.8, 45, 1, (-1.0, 2.0)),
-                L(38, 6, 16.0, 0.8, 0, 3),
-            ],
+        S(1, 3, 2, 2, "F", 52, 44, 5.0, 0.8125, 512, 0.355, soft).having(
+            L(13, 5, 26.0, 0.65, 25, 2, (1.0, 1.0)),
+            L(34, 4, 20.0, 0.8, 45, 1, (-1.0, 2.0)),
+            L(38, 6, 16.0, 0.8, 0, 3),
         ),
         # Patient 2 (test): 1 mm series; two lesions on one key slice, both grow.
-        S(
-            2,
-            1,
-            1,
-            3,
-            "M",
-            63,
-            24,
-            1.0,
-            0.703125,
-            512,
-            0.31,
-            lung,
-            [L(12, 3, 22.0, 0.6, 10, 4), L(12, 5, 12.0, 0.8, 70, 5, (-20.0, -25.0))],
+        S(2, 1, 1, 3, "M", 63, 24, 1.0, 0.703125, 512, 0.31, lung).having(
+            L(12, 3, 22.0, 0.6, 10, 4), L(12, 5, 12.0, 0.8, 70, 5, (-20.0, -25.0))
         ),
-        S(
-            2,
-            2,
-            3,
-            3,
-            "M",
-            64,
-            24,
-            1.0,
-            0.703125,
-            512,
-            0.31,
-            lung,
-            [L(13, 3, 27.0, 0.6, 15, 4, (1.0, 1.0)), L(13, 5, 15.0, 0.8, 75, 5, (-19.0, -24.0))],
+        S(2, 2, 3, 3, "M", 64, 24, 1.0, 0.703125, 512, 0.31, lung).having(
+            L(13, 3, 27.0, 0.6, 15, 4, (1.0, 1.0)), L(13, 5, 15.0, 0.8, 75, 5, (-19.0, -24.0))
         ),
         # Patient 3 (train): 2 mm series, two blocks far apart (a gap), one noisy row.
-        S(
-            3,
-            1,
-            1,
-            1,
-            "M",
-            45,
-            90,
-            2.0,
-            0.859375,
-            512,
-            0.50,
-            soft,
-            [L(16, 2, 30.0, 0.7, 60, 6), L(72, 7, 20.0, 0.6, 0, 7, noisy=True)],
+        S(3, 1, 1, 1, "M", 45, 90, 2.0, 0.859375, 512, 0.50, soft).having(
+            L(16, 2, 30.0, 0.7, 60, 6), L(72, 7, 20.0, 0.6, 0, 7, noisy=True)
         ),
         # Patient 4 (train): a 768 x 768 image.
-        S(4, 1, 2, 1, "F", 70, 9, 5.0, 0.65, 768, 0.76, soft, [L(5, 8, 28.0, 0.8, 120, 8)]),
+        S(4, 1, 2, 1, "F", 70, 9, 5.0, 0.65, 768, 0.76, soft).having(L(5, 8, 28.0, 0.8, 120, 8)),
         # Patient 5 (val): unknown age (the release has a literal NaN), bone lesion.
-        S(
-            5,
-            1,
-            1,
-            2,
-            "F",
-            None,
-            15,
-            5.0,
-            0.9,
-            512,
-            0.55,
-            (-450.0, 1050.0),
-            [L(8, 1, 15.0, 0.8, 90, 9)],
+        S(5, 1, 1, 2, "F", None, 15, 5.0, 0.9, 512, 0.55, (-450.0, 1050.0)).having(
+            L(8, 1, 15.0, 0.8, 90, 9)
         ),
         # Patient 6 (test): kidney and subcutaneous lesions on neighbouring key slices.
-        S(
-            6,
-            1,
-            1,
-            3,
-            "M",
-            38,
-            20,
-            5.0,
-            0.8,
-            512,
-            0.55,
-            soft,
-            [L(9, 6, 22.0, 0.8, 80, 10), L(11, 7, 18.0, 0.55, 100, 11)],
+        S(6, 1, 1, 3, "M", 38, 20, 5.0, 0.8, 512, 0.55, soft).having(
+            L(9, 6, 22.0, 0.8, 80, 10), L(11, 7, 18.0, 0.55, 100, 11)
         ),
         # Patient 7 (train): lung and liver lesions whose context ranges merge.
-        S(
-            7,
-            1,
-            1,
-            1,
-            "M",
-            57,
-            30,
-            5.0,
-            0.74,
-            512,
-            0.40,
-            soft,
-            [L(12, 5, 14.0, 0.8, 0, 12, (-120.0, 0.0)), L(20, 4, 25.0, 0.7, 150, 13)],
+        S(7, 1, 1, 1, "M", 57, 30, 5.0, 0.74, 512, 0.40, soft).having(
+            L(12, 5, 14.0, 0.8, 0, 12, (-120.0, 0.0)), L(20, 4, 25.0, 0.7, 150, 13)
         ),
         # Patient 8 (test): 2 mm pelvis and abdomen lesions on one key slice.
-        S(
-            8,
-            1,
-            1,
-            3,
-            "F",
-            66,
-            16,
-            2.0,
-            0.82,
-            512,
-            0.74,
-            soft,
-            [L(8, 8, 24.0, 0.75, 30, 14), L(8, 2, 20.0, 0.7, 160, 15, (-55.0, -15.0))],
+        S(8, 1, 1, 3, "F", 66, 16, 2.0, 0.82, 512, 0.74, soft).having(
+            L(8, 8, 24.0, 0.75, 30, 14), L(8, 2, 20.0, 0.7, 160, 15, (-55.0, -15.0))
         ),
     ]
-
-
-# --------------------------------------------------------------------------- phantom
-
-
-def _ellipse(
-    X: np.ndarray, Y: np.ndarray, cx: float, cy: float, ax: float, ay: float
-) -> np.ndarray:
-    return ((X - cx) / ax) ** 2 + ((Y - cy) / ay) ** 2 <= 1.0
-
-
-def _phantom(size: int, spacing_mm: float, z_norm: float, rng: np.random.Generator) -> np.ndarray:
-    """One axial slice of a CT-like body phantom, float32 HU, at body height ``z_norm``."""
-    coords = (np.arange(size, dtype=np.float32) - (size - 1) / 2) * spacing_mm
-    X, Y = np.meshgrid(coords, coords)  # mm from the image centre
-    hu = np.full((size, size), -1000.0, dtype=np.float32)
-    ax, ay = 160.0, 115.0
-    if z_norm > 0.72:  # pelvis: wider, flatter
-        ax, ay = 170.0, 110.0
-    hu[_ellipse(X, Y, 0, 0, ax, ay)] = -100.0  # subcutaneous fat
-    hu[_ellipse(X, Y, 0, 0, ax - 14, ay - 14)] = 45.0  # muscle wall
-    inner = _ellipse(X, Y, 0, 0, ax - 24, ay - 24)
-    hu[inner] = -85.0  # visceral fat
-    if 0.25 <= z_norm < 0.44:  # chest
-        for side in (-1, 1):
-            hu[_ellipse(X, Y, side * 62, 0, 48, 72) & inner] = -860.0
-        if z_norm > 0.33:
-            hu[_ellipse(X, Y, 15, -28, 45, 38)] = 40.0  # heart
-    elif 0.44 <= z_norm < 0.72:  # abdomen
-        for bx, by in ((20, -40), (-10, 10), (40, 20), (5, -65)):
-            hu[_ellipse(X, Y, bx, by, 22, 16)] = 30.0  # bowel loops
-        if z_norm < 0.58:
-            hu[_ellipse(X, Y, -55, -5, 75, 62) & inner] = 60.0  # liver
-            hu[_ellipse(X, Y, 85, 25, 30, 42) & inner] = 50.0  # spleen
-        if 0.46 <= z_norm < 0.66:
-            for side in (-1, 1):
-                hu[_ellipse(X, Y, side * 62, 48, 24, 34)] = 150.0  # kidneys
-    else:  # pelvis
-        for side in (-1, 1):
-            hu[_ellipse(X, Y, side * 90, 35, 22, 45)] = 650.0  # iliac bones
-        hu[_ellipse(X, Y, 0, -25, 42, 35)] = 12.0  # bladder
-    if z_norm < 0.72:
-        hu[_ellipse(X, Y, 10, 45, 11, 11)] = 170.0  # aorta
-    hu[_ellipse(X, Y, 0, 72, 19, 17)] = 900.0  # vertebral cortex
-    hu[_ellipse(X, Y, 0, 72, 16, 14)] = 280.0  # cancellous bone
-    hu[_ellipse(X, Y, 0, 98, 7, 7)] = 20.0  # spinal canal
-    hu += rng.normal(0.0, 7.0, size=hu.shape).astype(np.float32)
-    return hu
 
 
 # --------------------------------------------------------------------------- annotations
@@ -486,7 +319,7 @@ def write_sample(out: str | Path, seed: int = 0, *, progress=None) -> Path:
     extents: dict[tuple[str, int], list[int]] = {}  # (folder, label) -> slices holding it
     for done, ((s, n), child) in enumerate(zip(jobs, rng_root.spawn(len(jobs))), start=1):
         rng = np.random.default_rng(child)
-        hu = _phantom(s.size, s.spacing_xy_mm, _z_norm(s, n), rng)
+        hu = body_phantom(s.size, s.spacing_xy_mm, _z_norm(s, n), rng)
         label_image = _draw_lesions(hu, s, n, rng, spec_labels[id(s)])
         folder = series_folder(s.patient, s.study, s.series)
         if label_image.any():

@@ -360,28 +360,25 @@ class Volume:
         return out
 
 
-def read_slice_hu_into(path: Path, out: np.ndarray) -> None:
-    """Decode one PNG into ``out`` (int16 ``[row, col]``) as HU.
-
-    Raises :class:`ImageReadError` for unreadable files or a size other than ``out``'s.
-    """
-    raw = read_png_raw(path)
-    if raw.shape != out.shape:
-        raise ImageReadError(
-            f"{path}: size {raw.shape[0]}x{raw.shape[1]} differs from "
-            f"{out.shape[0]}x{out.shape[1]} of the run's first slice"
-        )
-    png_to_hu(raw, out=out)
-
-
 def load_subvolume(root: str | Path, subvolume: SubVolume) -> Volume:
-    """Read a sub-volume's slices into one int16 HU :class:`Volume`."""
+    """Read a sub-volume's slices into one int16 HU :class:`Volume`.
+
+    Raises :class:`ImageReadError` for an unreadable slice or one whose size differs from
+    the first slice's.
+    """
     paths = subvolume.slice_paths(root)
-    first = read_png_raw(paths[0])
-    buf = np.empty((len(paths),) + first.shape, dtype=np.int16)
-    png_to_hu(first, out=buf[0])
-    for k, path in enumerate(paths[1:], start=1):
-        read_slice_hu_into(path, buf[k])
+    buf: np.ndarray | None = None
+    for k, path in enumerate(paths):
+        raw = read_png_raw(path)
+        if buf is None:
+            buf = np.empty((len(paths),) + raw.shape, dtype=np.int16)
+        elif raw.shape != buf.shape[1:]:
+            raise ImageReadError(
+                f"{path}: size {raw.shape[0]}x{raw.shape[1]} differs from "
+                f"{buf.shape[1]}x{buf.shape[2]} of the run's first slice"
+            )
+        png_to_hu(raw, out=buf[k])
+    assert buf is not None  # a SubVolume holds at least one slice
     return Volume(subvolume, buf.transpose(2, 1, 0))
 
 

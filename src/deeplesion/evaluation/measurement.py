@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from deeplesion.data.annotations import Lesion, index_to_px1
-from deeplesion.data.table import WidthProblem, read_table
-from deeplesion.evaluation.errors import EvaluationError, PredictionError
+from deeplesion.data.table import read_table
+from deeplesion.evaluation.errors import EvaluationError, PredictionError, prediction_rows
 
 RECIST_COLUMNS = ("x11", "y11", "x12", "y12", "x21", "y21", "x22", "y22")
 
@@ -153,43 +153,29 @@ def read_measurements(
     contours: list[np.ndarray | None] = []
     need = ("row_index", "file_name") + RECIST_COLUMNS
     table = read_table(path, need, error=PredictionError, optional=("contour",))
-    for line, cells in table.rows():
-
-        def err(message: str, column: str, value: object) -> PredictionError:
-            return PredictionError(message, file=str(path), line=line, column=column, value=value)
-
-        if isinstance(cells, WidthProblem):
-            raise err(cells.message, "", cells.text)
+    for row in prediction_rows(table):
+        cells = row.cells
         absent = [c for c in need if cells[c] is None]
         if absent:
-            raise err("missing cell", absent[0], None)
-        try:
-            row_index = int(str(cells["row_index"]))
-        except ValueError:
-            raise err("not an integer", "row_index", cells["row_index"]) from None
+            raise row.error("missing cell", absent[0], None)
+        row_index = row.integer("row_index")
         lesion = by_row.get(row_index)
         if lesion is None:
-            raise err("no such lesion row in the annotations", "row_index", row_index)
+            raise row.error("no such lesion row in the annotations", "row_index", row_index)
         if cells["file_name"] != lesion.file_name:
-            raise err(f"row {row_index} is {lesion.file_name}", "file_name", cells["file_name"])
-        values = []
-        for c in RECIST_COLUMNS:
-            try:
-                v = float(str(cells[c]))
-            except ValueError:
-                raise err("not a number", c, cells[c]) from None
-            if not np.isfinite(v):
-                raise err("non-finite value", c, cells[c])
-            values.append(v)
+            raise row.error(
+                f"row {row_index} is {lesion.file_name}", "file_name", cells["file_name"]
+            )
+        values = row.finite(RECIST_COLUMNS)
         contour = None
         text = cells.get("contour")
         if text:
             try:
                 numbers = [float(v) for v in text.split()]
             except ValueError:
-                raise err("contour must be numbers 'x y x y ...'", "contour", text) from None
+                raise row.error("contour must be numbers 'x y x y ...'", "contour", text) from None
             if len(numbers) % 2 or not np.isfinite(numbers).all():
-                raise err("contour needs an even count of finite numbers", "contour", text)
+                raise row.error("contour needs an even count of finite numbers", "contour", text)
             contour = np.array(numbers).reshape(-1, 2)
         chosen.append(lesion)
         recists.append(values)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from deeplesion.data.table import WidthProblem, read_table
+from deeplesion.data.table import read_table
 from deeplesion.data.tags import load_hand_labeled, load_text_mined
-from deeplesion.evaluation.errors import EvaluationError, PredictionError
+from deeplesion.evaluation.errors import EvaluationError, PredictionError, prediction_rows
 
 #: Candidate thresholds of the upstream search (np.arange(.2, 1, .05)).
 THRESHOLD_GRID = np.arange(0.2, 1, 0.05)
@@ -269,29 +269,9 @@ def read_tag_scores(path: str | Path, terms: Sequence[str]) -> tuple[np.ndarray,
     if table.header[0] != "lesion_idx":
         raise PredictionError("expected header lesion_idx,<term>,...", file=str(path), line=1)
     idxs, rows = [], []
-    for line, cells in table.rows():
-
-        def err(message: str, column: str = "", value: object = None) -> PredictionError:
-            return PredictionError(message, file=str(path), line=line, column=column, value=value)
-
-        if isinstance(cells, WidthProblem):
-            raise err(cells.message, "", cells.text)
-        try:
-            idxs.append(int(str(cells["lesion_idx"])))
-        except ValueError:
-            raise err("not an integer", "lesion_idx", cells["lesion_idx"]) from None
-        values = []
-        for t in terms:
-            if cells[t] is None:
-                raise err("missing cell", t)
-            try:
-                v = float(str(cells[t]))
-            except ValueError:
-                raise err("not a number", t, cells[t]) from None
-            if not np.isfinite(v):
-                raise err("non-finite score", t, cells[t])
-            values.append(v)
-        rows.append(values)
+    for row in prediction_rows(table):
+        idxs.append(row.integer("lesion_idx"))
+        rows.append(row.finite(terms, "score"))
     return np.array(idxs, dtype=np.int64), np.array(rows, dtype=np.float64).reshape(-1, len(terms))
 
 

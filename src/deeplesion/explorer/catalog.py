@@ -227,7 +227,7 @@ class Catalog:
         return positions[self._order(positions, f.sort, f.descending)]
 
     def _tag_mask(self, tags: tuple[str, ...]) -> np.ndarray:
-        from deeplesion.data.tags import UnknownTagError
+        from deeplesion.data.ontology import UnknownTagError
 
         if self.tagged is None or self.lesanet is None:
             raise ParameterError(
@@ -309,7 +309,8 @@ class Catalog:
     # ----------------------------------------------------------------- growth
 
     def _link(self, patient: int):
-        from deeplesion.analysis.growth import link_patient, recist_responses
+        from deeplesion.analysis.growth import recist_responses
+        from deeplesion.analysis.tracks import link_patient
 
         tracks = link_patient(self.by_patient[patient])
         return tracks, recist_responses(tracks)

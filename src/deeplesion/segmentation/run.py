@@ -14,7 +14,7 @@ import json
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -111,36 +111,24 @@ def run_folder(task: FolderTask) -> list[MaskRecord]:
     images: dict[int, np.ndarray] = {}
     files: list[str] = []
     for lesion, rank, label, run in zip(task.lesions, task.ranks, task.labels, task.runs):
+        base = MaskRecord(lesion.row_index, lesion.file_name, rank, label, task.method)
         try:
             masks, method, axes = _segment_lesion(task, lesion, run)
         except DeepLesionError as exc:
-            records.append(
-                MaskRecord(
-                    lesion.row_index,
-                    lesion.file_name,
-                    rank,
-                    label,
-                    task.method,
-                    f"failed: {exc}",
-                )
-            )
+            records.append(replace(base, status=f"failed: {exc}"))
             continue
         for n, mask in masks.items():
             image = images.setdefault(n, np.zeros(mask.shape, dtype=np.uint8))
             image[mask & ((image == 0) | (image > label))] = label
         records.append(
-            MaskRecord(
-                lesion.row_index,
-                lesion.file_name,
-                rank,
-                label,
-                method,
-                "ok",
-                min(masks),
-                max(masks),
-                int(masks[lesion.key_slice_index].sum()),
-                axes.long_mm if axes else float("nan"),
-                axes.short_mm if axes else float("nan"),
+            replace(
+                base,
+                method=method,
+                first_slice=min(masks),
+                last_slice=max(masks),
+                area_px=int(masks[lesion.key_slice_index].sum()),
+                long_mm=axes.long_mm if axes else float("nan"),
+                short_mm=axes.short_mm if axes else float("nan"),
             )
         )
     for n, image in sorted(images.items()):
