@@ -110,7 +110,7 @@ def test_a_library_value_error_is_a_clean_message(real_excerpt_csv):
 def test_every_command_shows_its_defaults_in_help():
     """The group shows each option's default (the command modules do not say so one by
     one), in nested groups too; an option can still opt out."""
-    from deeplesion.analysis.growth import MatchRule
+    from deeplesion.analysis.tracks import MatchRule
 
     growth = CliRunner().invoke(main, ["growth", "--help"], terminal_width=200)
     assert growth.exit_code == 0, growth.output
