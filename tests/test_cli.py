@@ -105,3 +105,18 @@ def test_a_library_value_error_is_a_clean_message(real_excerpt_csv):
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)  # not the ValueError itself
     assert "no feature block left" in result.output and "Traceback" not in result.output
+
+
+def test_every_command_shows_its_defaults_in_help():
+    """The group shows each option's default (the command modules do not say so one by
+    one), in nested groups too; an option can still opt out."""
+    from deeplesion.analysis.tracks import MatchRule
+
+    growth = CliRunner().invoke(main, ["growth", "--help"], terminal_width=200)
+    assert growth.exit_code == 0, growth.output
+    assert f"Links costing more are refused.  [default: {MatchRule.max_cost}]" in growth.output
+    nested = CliRunner().invoke(main, ["evaluate", "detection3d", "--help"], terminal_width=200)
+    assert "--iobb FLOAT RANGE" in nested.output and "[default: 0.3;" in nested.output
+    similar = CliRunner().invoke(main, ["similar", "--help"], terminal_width=200)
+    tags_line = next(line for line in similar.output.splitlines() if "--tags / --no-tags" in line)
+    assert "[default" not in tags_line

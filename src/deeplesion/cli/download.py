@@ -7,10 +7,7 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.progress import (
-    Progress,
-    TaskID,
-)
+from rich.progress import Progress, TaskID
 
 from deeplesion.cli._common import (
     KeyedBars,

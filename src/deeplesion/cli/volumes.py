@@ -24,11 +24,7 @@ from deeplesion.cli._options import (
     root_argument,
     splits_option,
 )
-from deeplesion.convert.nifti import (
-    BACKENDS,
-    LAYOUTS,
-    export_nifti,
-)
+from deeplesion.convert.nifti import BACKENDS, LAYOUTS, export_nifti
 from deeplesion.convert.store import build_store, verify_store
 from deeplesion.data.store import FORMATS
 from deeplesion.data.volumes import index_volumes
