@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 
@@ -240,3 +241,52 @@ def test_lazy_command_table_matches_the_commands():
         assert command.name == name
         first = " ".join(command.help.split("\n\n")[0].split())
         assert first == help_line, name
+
+
+def _px1_shifts(tree: ast.AST) -> list[int]:
+    """Lines that add or subtract a literal 1 to a DL_info (``_px1``) coordinate.
+
+    An inclusive extent (``x2_px1 - x1_px1 + 1``) is a pixel count, not a conversion.
+    """
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.GeneratorExp, ast.ListComp)):
+            from_px1 = any("px1" in ast.unparse(c.iter) for c in node.generators)
+            if from_px1 and any(_adds_one(n) for n in ast.walk(node.elt)):
+                lines.append(node.lineno)
+        elif _adds_one(node):
+            other = node.left if _is_one(node.right) else node.right
+            is_extent = isinstance(other, ast.BinOp) and isinstance(other.op, ast.Sub)
+            if "px1" in ast.unparse(other) and not is_extent:
+                lines.append(node.lineno)
+    return lines
+
+
+def _is_one(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value == 1
+
+
+def _adds_one(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, (ast.Add, ast.Sub))
+        and (_is_one(node.left) or _is_one(node.right))
+    )
+
+
+def test_px1_conversions_only_in_the_conversion_functions():
+    """README: px1_to_index / index_to_px1 are where a DL_info pixel becomes an index."""
+    home = REPO / "src" / "deeplesion" / "data" / "lesion.py"
+    found = [
+        f"{path.relative_to(REPO)}:{line}"
+        for path in sorted((REPO / "src").rglob("*.py"))
+        if path != home
+        for line in _px1_shifts(ast.parse(path.read_text()))
+    ]
+    assert found == []
+
+
+def test_px1_shift_finder_sees_a_shift():
+    assert _px1_shifts(ast.parse("a = (v - 1.0 for v in lesion.box_px1)")) == [1]
+    assert _px1_shifts(ast.parse("x = lesion.box_px1[0] + 1")) == [1]
+    assert _px1_shifts(ast.parse("w = x2_px1 - x1_px1 + 1")) == []

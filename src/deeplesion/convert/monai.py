@@ -25,7 +25,7 @@ from pathlib import Path
 from deeplesion.convert.labels import write_label_volume
 from deeplesion.convert.nifti import export_nifti
 from deeplesion.convert.nnunet import SegmentationExportError, case_label_volume
-from deeplesion.data.annotations import Lesion, load_lesions
+from deeplesion.data.annotations import Lesion, load_lesions, px1_to_index
 from deeplesion.data.io import write_text_atomic
 from deeplesion.data.maskfiles import match_records, read_masks_csv
 
@@ -45,7 +45,7 @@ class MonaiExport:
 
 def lesion_box_voxels(lesion: Lesion, first_slice: int) -> list[float]:
     """``[x1, y1, k, x2, y2, k]`` of the DL_info box in 0-based voxel coordinates."""
-    x1, y1, x2, y2 = (float(v) - 1.0 for v in lesion.box_px1)
+    x1, y1, x2, y2 = px1_to_index(lesion.box_px1).tolist()
     k = float(lesion.key_slice_index - first_slice)
     return [x1, y1, k, x2, y2, k]
 

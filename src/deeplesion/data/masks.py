@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deeplesion.data.annotations import Lesion
+from deeplesion.data.annotations import Lesion, px1_to_index
 
 
 def recist_mask(recist_xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -58,7 +58,7 @@ def recist_mask(recist_xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def lesion_ellipse_mask(lesion: Lesion, shape: tuple[int, int] | None = None) -> np.ndarray:
     """The RECIST ellipse (:func:`recist_mask`) of a DL_info row on its key slice."""
-    xy_px0 = np.asarray(lesion.recist_px1, dtype=np.float64).reshape(4, 2) - 1.0
+    xy_px0 = px1_to_index(np.asarray(lesion.recist_px1, dtype=np.float64).reshape(4, 2))
     return recist_mask(xy_px0, shape or lesion.image_size)
 
 

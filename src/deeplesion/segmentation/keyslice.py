@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deeplesion.data.annotations import Lesion
+from deeplesion.data.annotations import Lesion, px1_to_index
 from deeplesion.data.masks import lesion_ellipse_mask, mask_axes
 from deeplesion.data.windowing import WINDOW_PRESETS
 from deeplesion.errors import DeepLesionError
@@ -82,14 +82,14 @@ def window_for(name: str, hu: np.ndarray, lesion: Lesion) -> tuple[float, float]
 
 def _quadrilateral(lesion: Lesion) -> np.ndarray:
     """The RECIST end points as a convex polygon, 0-based (x, y), int32 for OpenCV."""
-    p = np.asarray(lesion.recist_px1, dtype=np.float64).reshape(4, 2) - 1.0
+    p = px1_to_index(np.asarray(lesion.recist_px1, dtype=np.float64).reshape(4, 2))
     order = np.argsort(np.arctan2(*(p - p.mean(0)).T[::-1]))
     return np.rint(p[order]).astype(np.int32)
 
 
 def _roi(lesion: Lesion, shape: tuple[int, int]) -> tuple[int, int, int, int]:
     """Crop (x0, y0, x1, y1), end exclusive: the box with a margin of half its size."""
-    x1, y1, x2, y2 = (v - 1.0 for v in lesion.box_px1)
+    x1, y1, x2, y2 = px1_to_index(lesion.box_px1).tolist()
     mx, my = max(10.0, (x2 - x1) / 2), max(10.0, (y2 - y1) / 2)
     rows, cols = shape
     return (
@@ -139,7 +139,7 @@ def grabcut_mask(
     window_hu = window_hu or lesion.dicom_window_hu
     x0, y0, x1, y1 = _roi(lesion, hu.shape)
     init = np.full((y1 - y0, x1 - x0), cv2.GC_BGD, dtype=np.uint8)
-    bx1, by1, bx2, by2 = (v - 1.0 for v in lesion.box_px1)
+    bx1, by1, bx2, by2 = px1_to_index(lesion.box_px1).tolist()
     r0, r1 = max(0, round(by1) - y0), min(y1 - y0, round(by2) - y0 + 1)
     c0, c1 = max(0, round(bx1) - x0), min(x1 - x0, round(bx2) - x0 + 1)
     init[r0:r1, c0:c1] = cv2.GC_PR_FGD
