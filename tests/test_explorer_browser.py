@@ -266,6 +266,9 @@ def test_real_slices(page, real_liver_dir, tmp_path):
         page.locator("#lesions tbody tr[data-row='0'] td").first.click()
         image = page.locator("#slice")
         expect(image).to_have_attribute("data-loaded", re.compile(r"002648_01_01_061\.png"))
+        expect(page.locator("#similar .tile")).to_have_count(8)
+        expect(page.locator("#similar .loading")).to_have_count(0)  # every crop has arrived
+        assert page.locator("#similar .noimg").count() == 0
         _save(page, tmp_path, "real-lesion-view")
         key = _pixels(image)
         assert _coloured(key) > 20
@@ -310,9 +313,14 @@ def test_unreadable_or_missing_crops_say_so(page, tmp_path, sample_root):
     explorer = open_explorer(root)
     shown = [n.lesion for n in explorer.catalog.similar(3, 8)]
     names = [l.file_name for l in shown]
-    broken, gone = [l for l in shown if names.count(l.file_name) == 1][:2]
+    broken, gone, absent = [l for l in shown if names.count(l.file_name) == 1][:3]
     assert lesions[3].patient_index not in (broken.patient_index, gone.patient_index)
     (root / broken.png_relpath).write_bytes(b"\x89PNG\r\n\x1a\n" + b"not a png" * 20)
+    (root / absent.png_relpath).unlink()  # not under ROOT from the start
+    slow = next(
+        l for l in shown if l not in (broken, gone, absent) and names.count(l.file_name) == 1
+    )
+    held = []  # the slow crop's request, answered only once the tile was seen waiting
     server = LiveServer(explorer.app())
     try:
         _open(page, server.url)
@@ -321,14 +329,23 @@ def test_unreadable_or_missing_crops_say_so(page, tmp_path, sample_root):
             re.compile(rf"/api/crop/{gone.row_index}\b"),
             lambda route: route.fulfill(status=404, body="{}", content_type="application/json"),
         )
+        page.route(re.compile(rf"/api/crop/{slow.row_index}\b"), lambda route: held.append(route))
         page.goto(f"{server.url}#/lesion/3")
         strip = page.locator("#similar")
         expect(strip.locator(".tile")).to_have_count(8)
+        waiting = strip.locator(f".tile[title='{slow.file_name}'] .loading")
+        expect(waiting).to_have_text("loading…")  # not a black box while it loads
+        expect(waiting).to_be_visible()
+        page.wait_for_function("() => true")  # let the route callback run
+        assert len(held) == 1
+        held[0].continue_()
+        expect(waiting).to_have_count(0)
         bad = strip.locator(f".tile[title='{broken.file_name}']")
         expect(bad.locator(".noimg")).to_have_text("image unreadable")
-        expect(strip.locator(f".tile[title='{gone.file_name}'] .noimg")).to_have_text(
-            "image missing"
-        )
+        for missing in (gone, absent):
+            expect(strip.locator(f".tile[title='{missing.file_name}'] .noimg")).to_have_text(
+                "image missing"
+            )
         page.wait_for_function(
             "() => [...document.querySelectorAll('#similar img')].every((e) => e.complete)"
         )

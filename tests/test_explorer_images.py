@@ -172,8 +172,11 @@ def test_image_work_does_not_block_the_event_loop(sample_root):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
             slow = asyncio.create_task(http.get("/api/slice/000001_01_01_010.png"))
-            while not source.started.is_set():
+            for _ in range(2000):  # at most 20 s
+                if source.started.is_set() or slow.done():
+                    break
                 await asyncio.sleep(0.01)
+            assert source.started.is_set(), "the slice was never read"
             meta = await asyncio.wait_for(http.get("/api/meta"), timeout=10)
             assert not slow.done()  # the slice is still being read
             source.release.set()

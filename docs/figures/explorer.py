@@ -58,6 +58,15 @@ views = {
     "explorer_lesion": "#/lesion/3",
     "explorer_bodymap": "#/map",
 }
+# What each view shows once it is drawn (a hash change is no page load: "networkidle" alone
+# let the lesion view be taken while the list was still on screen).
+drawn = {
+    "explorer_lesions": "() => document.querySelectorAll('#lesions tbody tr').length > 0",
+    "explorer_lesion": "() => document.querySelector('#slice[data-loaded]') !== null"
+    " && document.querySelectorAll('#similar .tile').length > 0"
+    " && document.querySelector('#similar .loading') === null",
+    "explorer_bodymap": "() => document.querySelector('#map-count') !== null",
+}
 if sync_playwright is None or chromium is None:
     from PIL import Image, ImageDraw  # a placeholder that says why, so the site still builds
 
@@ -74,6 +83,7 @@ else:
         for name, view in views.items():
             at = map_port if name == "explorer_bodymap" else port
             page.goto(f"http://127.0.0.1:{at}/{view}")
+            page.wait_for_function(drawn[name], timeout=60_000)
             page.wait_for_load_state("networkidle")
             page.wait_for_timeout(300)
             page.screenshot(path=out / f"{name}.png", full_page=name == "explorer_bodymap")

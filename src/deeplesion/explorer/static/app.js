@@ -399,11 +399,15 @@ async function showLesion(row, params) {
 }
 
 function tile(item, caption) {
+  // never a bare black box: "loading…" until the crop arrives, then the crop, or why not
   const src = `/api/crop/${item.row_index}`;
-  // a crop that fails (file gone, unreadable) says so instead of leaving a black box
-  const failed = (e) => whyNot(src).then((text) => e.target.replaceWith(h("div", { class: "noimg" }, text)));
-  const pic = item.image ? h("img", { src, alt: item.file_name, loading: "lazy", onerror: failed })
-    : h("div", { class: "noimg" }, "no image");
+  let pic = h("div", { class: "noimg" }, "image missing");
+  if (item.image) {
+    const waiting = h("span", { class: "loading" }, "loading…");
+    const failed = () => whyNot(src).then((text) => pic.replaceWith(h("div", { class: "noimg" }, text)));
+    pic = h("div", { class: "pic" }, waiting,
+      h("img", { src, alt: item.file_name, loading: "lazy", onload: () => waiting.remove(), onerror: failed }));
+  }
   return h("a", { class: "tile", href: `#/lesion/${item.row_index}`, title: item.file_name }, pic, h("span", {}, caption));
 }
 
