@@ -322,3 +322,25 @@ def test_classify_from_a_store_equals_the_png_path(sample_root, tmp_path):
         assert result.exit_code == 0, result.output
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
+
+
+def test_resume_names_each_ignored_option_with_the_saved_value(sample_root, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "run"
+    base = ["train-classifier", str(sample_root), "--out", str(run), "--arch", "tiny"]
+    base += ["--patch-px", "16", "--iterations-per-epoch", "1", "--checkpoint-every", "0"]
+    result = runner.invoke(main, [*base, "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    changed = ["--epochs", "2", "--patch-px", "24", "--set", "n_slices=5", "--no-augment"]
+    result = runner.invoke(main, [*base, *changed, "--seed", "0", "--set", "offset=50"])
+    assert result.exit_code == 0, result.output
+    text = result.output.replace("\n", " ")
+    assert "resuming from" in text and "ignored:" in text
+    assert "--patch-px 24 (saved patch_px: 16)" in text
+    assert "--set n_slices=5 (saved n_slices: 3)" in text
+    assert "--no-augment (saved augment: true)" in text
+    assert "--seed" not in text and "--set offset" not in text  # same values as saved
+    assert "--epochs 2" not in text  # a larger --epochs extends the run
+    saved = torch.load(run / "last.pt", weights_only=True)
+    assert saved["config"]["patch_px"] == 16 and saved["in_channels"] == 3
+    assert len(saved["history"]) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -106,3 +107,45 @@ def test_two_process_gloo_run_trains_resumes_and_validates_once(sample_root, tmp
         == len([l for l in test_rows if not l.possibly_noisy])
     )
     assert history[-1]["val"]["average"] == pytest.approx(result.average or 0.0, abs=1e-9)
+
+
+def test_two_process_classifier_run_trains_resumes_and_validates_once(sample_root, tmp_path):
+    """train-classifier under torchrun: rank 0 alone reports and writes; the validation of
+    the last epoch, split over the two processes, equals accuracy and balanced accuracy
+    computed here with numpy from the saved model's predictions on every held-out lesion."""
+    from deeplesion.data.annotations import load_lesions
+    from deeplesion.training.classifier import classify
+
+    run = tmp_path / "run"
+    args = [
+        "train-classifier", str(sample_root), "--out", str(run), "--arch", "tiny",
+        "--patch-px", "16", "--batch-size", "4", "--iterations-per-epoch", "2",
+        "--val-fraction", "0.4", "--cache", "--epochs", "1",
+    ]  # fmt: skip
+    first = _torchrun(args, tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.count("done:") == 1 and first.stdout.count("patient-level split") == 1
+    args[args.index("--epochs") + 1] = "2"
+    second = _torchrun([*args, "--lr", "0.01"], tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stderr.count("resuming from") == 1
+    assert second.stderr.count("--lr 0.01 (saved lr: 0.001)") == 1  # said once, by rank 0
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and history[-1]["step"] == 4
+    names = ["best.pt", "history.json", "last.pt", "split.json"]
+    assert sorted(p.name for p in run.iterdir()) == names
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and not any(k.startswith("module.") for k in ckpt["model"])
+
+    val_rows = set(json.loads((run / "split.json").read_text())["val_rows"])
+    val = [l for l in load_lesions(sample_root / "DL_info.csv").lesions if l.row_index in val_rows]
+    out = classify(sample_root, run / "last.pt", tmp_path / "p.csv", lesions=val)
+    with out.open(newline="") as fh:
+        preds = {int(r["row_index"]): int(r["predicted_type"]) for r in csv.DictReader(fh)}
+    predicted = np.array([preds[l.row_index] for l in val])
+    truth = np.array([l.coarse_type for l in val])
+    recalls = [np.mean(predicted[truth == t] == t) for t in np.unique(truth)]
+    got = history[-1]["val"]
+    assert got["n_lesions"] == len(val) == len(val_rows) > 0
+    assert got["accuracy"] == pytest.approx(np.mean(predicted == truth), abs=1e-12)
+    assert got["balanced_accuracy"] == pytest.approx(np.mean(recalls), abs=1e-12)

@@ -109,48 +109,42 @@ def download_all(
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    with output_lock(dest, command="download"):
-        return _download_all(
-            list(entries), dest, parallel, retries, timeout_s, backoff_s, progress, cancel
-        )
-
-
-def _download_all(
-    entries: list[ManifestEntry],
-    dest: Path,
-    parallel: int,
-    retries: int,
-    timeout_s: float,
-    backoff_s: float,
-    progress: ProgressCallback | None,
-    cancel: threading.Event | None,
-) -> DownloadReport:
+    entries = list(entries)
     cancel = cancel or threading.Event()
-    cache = VerifiedCache(dest)
+    with output_lock(dest, command="download"):
+        cache = VerifiedCache(dest)
 
-    def run(batch: list[ManifestEntry]) -> list[FileResult]:
-        fetchers = [
-            Fetcher(e, dest, retries, timeout_s, backoff_s, progress, cancel, cache) for e in batch
-        ]
-        with ThreadPoolExecutor(
-            max_workers=max(1, parallel), thread_name_prefix="deeplesion-download"
-        ) as pool:
-            futures = [pool.submit(_run_guarded, f) for f in fetchers]
-            try:
-                return [f.result() for f in futures]
-            except BaseException:
-                cancel.set()
-                for f in futures:
-                    f.cancel()
-                raise
+        def run(batch: list[ManifestEntry]) -> list[FileResult]:
+            fetchers = [
+                Fetcher(e, dest, retries, timeout_s, backoff_s, progress, cancel, cache)
+                for e in batch
+            ]
+            return _run_parallel(fetchers, parallel, cancel)
 
-    results: dict[str, FileResult] = {}
-    first = [e for e in entries if e.file == CHECKSUMS_FILE]
-    if first and any(e.md5 is None for e in entries if e.file != CHECKSUMS_FILE):
-        results.update((r.file, r) for r in run(first))
-    rest = _with_checksums(dest, [e for e in entries if e.file not in results])
-    results.update((r.file, r) for r in run(rest))
+        results: dict[str, FileResult] = {}
+        first = [e for e in entries if e.file == CHECKSUMS_FILE]
+        if first and any(e.md5 is None for e in entries if e.file != CHECKSUMS_FILE):
+            results.update((r.file, r) for r in run(first))
+        rest = _with_checksums(dest, [e for e in entries if e.file not in results])
+        results.update((r.file, r) for r in run(rest))
     return DownloadReport([results[e.file] for e in entries])
+
+
+def _run_parallel(
+    fetchers: list[Fetcher], parallel: int, cancel: threading.Event
+) -> list[FileResult]:
+    """Every fetcher's result, ``parallel`` at a time; on an interrupt the others stop."""
+    with ThreadPoolExecutor(
+        max_workers=max(1, parallel), thread_name_prefix="deeplesion-download"
+    ) as pool:
+        futures = [pool.submit(_run_guarded, f) for f in fetchers]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            cancel.set()
+            for f in futures:
+                f.cancel()
+            raise
 
 
 def _with_checksums(dest: Path, entries: list[ManifestEntry]) -> list[ManifestEntry]:

@@ -48,9 +48,12 @@ from deeplesion.training.classifier_setup import (
     training_lesions,
 )
 from deeplesion.training.datasets import LesionPatchDataset, _load_table
-from deeplesion.training.detector import check_device
+from deeplesion.training.detector_model import check_device
+from deeplesion.training.distributed import Workers, join
+from deeplesion.training.loop import Progress, Training, Validation, run_epochs
 from deeplesion.training.presets import preset as get_preset
-from deeplesion.training.settings import PreprocessError, describe, from_description
+from deeplesion.training.runs import RunKind
+from deeplesion.training.settings import Preprocessing, describe, from_description
 
 __all__ = [
     "ARCHS",
@@ -68,11 +71,10 @@ __all__ = [
     "patient_split",
     "predict_scores",
     "saved_config",
+    "saved_run",
     "train_classifier",
     "training_lesions",
 ]
-
-Progress = Callable[[int, int, dict], None]
 
 # --------------------------------------------------------------------------- training
 
@@ -87,34 +89,25 @@ class ClassifierResult:
     split: str  #: how the lesions were split
 
 
-def _save(path: Path, payload: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+#: The classifier's checkpoints (``train-classifier``'s ``last.pt`` and ``best.pt``).
+CLASSIFIER_RUN = RunKind(
+    name="deeplesion classifier checkpoint",
+    config=ClassifierConfig,
+    error=ClassifierError,
+    keys=("model", "config", "preprocessing", "in_channels", "outputs"),
+    check_device=check_device,
+)
 
 
-_CHECKPOINT_KEYS = ("model", "config", "preprocessing", "in_channels", "outputs")
-
-
-def _load(path: Path) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as exc:
-        raise ClassifierError(f"{path}: cannot read checkpoint: {exc}") from exc
-    except Exception as exc:  # the unpickler raises many kinds on a foreign file
-        raise ClassifierError(
-            f"{path}: not a deeplesion classifier checkpoint ({type(exc).__name__})"
-        ) from exc
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in _CHECKPOINT_KEYS):
-        raise ClassifierError(
-            f"{path}: not a deeplesion classifier checkpoint (written by train-classifier)"
-        )
-    return ckpt
+def saved_run(out_dir: str | Path) -> tuple[ClassifierConfig, Preprocessing] | None:
+    """The settings a run in ``out_dir`` resumes with (``None`` without ``last.pt``)."""
+    return CLASSIFIER_RUN.saved(out_dir)
 
 
 def saved_config(out_dir: str | Path) -> ClassifierConfig | None:
-    """The settings a run in ``out_dir`` resumes with (``None`` without ``last.pt``)."""
-    path = Path(out_dir) / "last.pt"
-    return ClassifierConfig.from_json(_load(path)["config"]) if path.is_file() else None
+    """The config a run in ``out_dir`` resumes with (``None`` without ``last.pt``)."""
+    saved = saved_run(out_dir)
+    return None if saved is None else saved[0]
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -150,11 +143,21 @@ def predict_scores(
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def _validate(model, val: PatchTargets, config: ClassifierConfig) -> dict:
-    scores = predict_scores(
-        model, val, config.target, batch_size=config.batch_size, device=config.device
+def _validation(
+    model: nn.Module, val: PatchTargets, config: ClassifierConfig, device: str
+) -> Validation:
+    return Validation(
+        val,
+        lambda part: predict_scores(
+            model, part, config.target, batch_size=config.batch_size, device=device
+        ),
+        lambda parts: _metrics(np.concatenate([p for p in parts if len(p)]), val, config.target),
     )
-    if config.target == "type":
+
+
+def _metrics(scores: np.ndarray, val: PatchTargets, target: str) -> dict:
+    """The validation record of ``scores`` (one row per lesion of ``val``)."""
+    if target == "type":
         from deeplesion.evaluation.classification import classification_metrics
 
         result = classification_metrics(val.labels, scores.argmax(1), TYPE_NAMES)
@@ -167,7 +170,7 @@ def _validate(model, val: PatchTargets, config: ClassifierConfig) -> dict:
         }
     from deeplesion.evaluation.tagging import tagging_metrics
 
-    targets = np.stack([val[i][1].numpy() for i in range(len(val))])
+    targets = np.stack([np.asarray(val.target(i)) for i in range(len(val))])
     tag = tagging_metrics(scores, targets[:, 0] > 0.5, targets[:, 1] > 0.5)
     mean_auc = 0.0 if math.isnan(tag.mean_auc) else tag.mean_auc
     return {
@@ -196,154 +199,97 @@ def train_classifier(
     (as a kill would, after saving ``last.pt``). ``progress(done, total, info)`` after each
     iteration (``info['loss']``) and validation (``info['val']``). ``store``: read the
     slices from a training store (``deeplesion store``) instead of the PNGs.
+
+    Under ``torchrun --nproc_per_node N`` the N processes train one model together, as
+    :func:`~deeplesion.training.detector.train_detector` does: ``batch_size`` per process,
+    rank 0 alone writes files and calls ``progress``, the validation lesions are split over
+    the ranks and scored once, on rank 0.
     """
     root, out_dir = Path(root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    state = _load(last_path) if last_path.is_file() else None
-    if state is not None:
-        saved = ClassifierConfig.from_json(state["config"])
-        if config is not None:
-            config.check()
-            saved.epochs = max(saved.epochs, config.epochs)
-        config = saved
-    config = config or ClassifierConfig()
-    config.check()
-    check_device(config.device)
-    try:
-        params = get_preset(config.preset, **dict(config.overrides))
-    except PreprocessError as exc:
-        raise ClassifierError(f"preprocessing of the run: {exc}") from exc
+    config, state = CLASSIFIER_RUN.start(out_dir, config)
+    params = get_preset(config.preset, **dict(config.overrides))
     table, _source = _load_table(root, lesions)
-    train_l, val_l, statement = training_lesions(table, config, tags)
+    split = training_lesions(table, config, tags)
+    train_l, val_l, statement = split
+    tags = tags if config.target == "tags" else None
+    workers = join(config.device)
+    try:
+        if workers.main:
+            rows = {"train_rows": [l.row_index for l in train_l]}
+            rows["val_rows"] = [l.row_index for l in val_l]
+            text = json.dumps({"statement": statement, **rows})
+            write_text_atomic(out_dir / "split.json", text + "\n")
+        training = _training(root, config, params, split, tags, state is None, workers, store)
+        done = run_epochs(
+            training, config, out_dir, state, workers, progress=progress, stop_after=stop_after
+        )
+    finally:
+        workers.leave()
+    best_path = out_dir / "best.pt"
+    best = best_path if done.finished or best_path.is_file() else None
+    last = out_dir / "last.pt"
+    return ClassifierResult(out_dir, last, best, done.history, done.finished, statement)
+
+
+def _training(
+    root: Path,
+    config: ClassifierConfig,
+    params: Preprocessing,
+    split: tuple[list[Lesion], list[Lesion], str],
+    tags: TagTargets | None,
+    new_run: bool,
+    workers: Workers,
+    store: str | Path | None,
+) -> Training:
+    """The classifier's patches (``split``: train and val lesions, how they were split),
+    network, optimiser, loss and validation for the loop."""
+    device = workers.device(config.device)
+    train_l, val_l, statement = split
     train_ds = PatchTargets(
         _patches(root, config, train_l, params, train=config.augment, store=store),
         config,
-        tags if config.target == "tags" else None,
+        tags,
         shuffle=config.shuffle_labels,
     )
-    val_ds = (
-        PatchTargets(
-            _patches(root, config, val_l, params, train=False, store=store),
-            config,
-            tags if config.target == "tags" else None,
+    val_ds = None
+    if val_l:
+        val_ds = PatchTargets(
+            _patches(root, config, val_l, params, train=False, store=store), config, tags
         )
-        if val_l
-        else None
-    )
-    in_channels = params.n_slices
-    n_out = len(TYPE_CODES) if config.target == "type" else len(tags.terms)  # type: ignore[union-attr]
-    outputs = list(TYPE_NAMES) if config.target == "type" else list(tags.terms)  # type: ignore[union-attr]
+    outputs = list(TYPE_NAMES) if tags is None else list(tags.terms)
     torch.manual_seed(config.seed)
     model = build_classifier(
-        in_channels, n_out, arch=config.arch, pretrained=config.pretrained and state is None
+        params.n_slices, len(outputs), arch=config.arch, pretrained=config.pretrained and new_run
     )
-    model.to(config.device)
+    model.to(device)
     optim = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    batches_per_epoch = config.iterations_per_epoch or math.ceil(len(train_ds) / config.batch_size)
-    total = batches_per_epoch * config.epochs
-    epoch, iteration, step, history, best = 0, 0, 0, [], -1.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optimizer"])
-        epoch, iteration, step = state["epoch"], state["iteration"], state["step"]
-        history, best = state["history"], state["best_score"]
-        torch.set_rng_state(state["torch_rng"])
-    preprocessing = describe(params)
-    common = {
-        "config": config.to_json(),
-        "preprocessing": preprocessing,
-        "in_channels": in_channels,
-        "outputs": outputs,
-        "split": statement,
-    }
-    write_text_atomic(
-        out_dir / "split.json",
-        json.dumps(
-            {
-                "statement": statement,
-                "train_rows": [l.row_index for l in train_l],
-                "val_rows": [l.row_index for l in val_l],
-            }
-        )
-        + "\n",
+
+    def loss(net: nn.Module, batch) -> torch.Tensor:
+        patches, target = batch
+        return _loss(net(patches.to(device) * INPUT_SCALE), target.to(device), config.target)
+
+    return Training(
+        model=model,
+        optimizer=optim,
+        train_set=train_ds,
+        loss=loss,
+        validation=None if val_ds is None else _validation(model, val_ds, config, device),
+        score_key="score",
+        best_key="best_score",
+        saved={
+            "config": config.to_json(),
+            "preprocessing": describe(params),
+            "in_channels": params.n_slices,
+            "outputs": outputs,
+            "split": statement,
+        },
     )
-
-    def payload() -> dict:
-        return {
-            **common,
-            "model": model.state_dict(),
-            "optimizer": optim.state_dict(),
-            "epoch": epoch,
-            "iteration": iteration,
-            "step": step,
-            "history": history,
-            "best_score": best,
-            "torch_rng": torch.get_rng_state(),
-        }
-
-    while epoch < config.epochs:
-        train_ds.set_epoch(epoch)
-        rng = np.random.default_rng((config.seed, epoch))
-        order: list[int] = []
-        while len(order) < batches_per_epoch * config.batch_size:
-            order += rng.permutation(len(train_ds)).tolist()
-        batches = [
-            order[i * config.batch_size : (i + 1) * config.batch_size]
-            for i in range(batches_per_epoch)
-        ]
-        loader = DataLoader(
-            train_ds, batch_sampler=batches[iteration:], num_workers=config.num_workers
-        )
-        model.train()
-        for patches, target in loader:
-            logits = model(patches.to(config.device) * INPUT_SCALE)
-            loss = _loss(logits, target.to(config.device), config.target)
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
-            iteration += 1
-            step += 1
-            if progress is not None:
-                progress(step, total, {"epoch": epoch, "loss": float(loss.detach())})
-            stopping = stop_after is not None and step >= stop_after
-            if stopping or (
-                config.checkpoint_every
-                and step % config.checkpoint_every == 0
-                and iteration < batches_per_epoch
-            ):
-                _save(last_path, payload())
-            if stopping:
-                return ClassifierResult(
-                    out_dir,
-                    last_path,
-                    best_path if best_path.is_file() else None,
-                    history,
-                    False,
-                    statement,
-                )
-        record: dict = {"epoch": epoch + 1, "step": step, "loss": float(loss.detach())}
-        if val_ds is not None:
-            record["val"] = _validate(model, val_ds, config)
-            if progress is not None:
-                progress(step, total, {"epoch": epoch, "val": record["val"]})
-        history.append(record)
-        score = record.get("val", {}).get("score", 0.0)
-        epoch, iteration = epoch + 1, 0
-        if val_ds is None or score > best or not best_path.is_file():
-            best = max(best, score)
-            _save(
-                best_path,
-                {**common, "model": model.state_dict(), "epoch": epoch, "val": record.get("val")},
-            )
-        _save(last_path, payload())
-        write_text_atomic(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
-    return ClassifierResult(out_dir, last_path, best_path, history, True, statement)
 
 
 def load_classifier(checkpoint: str | Path) -> tuple[nn.Module, dict]:
     """Model (eval mode) and checkpoint dict from ``best.pt`` or ``last.pt``."""
-    ckpt = _load(Path(checkpoint))
+    ckpt = CLASSIFIER_RUN.load(Path(checkpoint))
     try:
         config = ClassifierConfig.from_json(ckpt["config"])
         from_description(ckpt["preprocessing"])

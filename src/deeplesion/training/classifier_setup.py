@@ -6,7 +6,6 @@ re-exports these names.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch.utils.data import Dataset
 from deeplesion.data.annotations import LESION_TYPES, Lesion
 from deeplesion.errors import DeepLesionError
 from deeplesion.training.datasets import LesionPatchDataset
+from deeplesion.training.runs import check_fields
 
 ARCHS = ("resnet18", "tiny")
 TARGETS = ("type", "tags")
@@ -125,28 +125,8 @@ class ClassifierConfig:
 
     def check(self) -> None:
         """Raise :class:`ClassifierError` naming the first unusable field."""
-        ints = {
-            "patch_px": 8,
-            "padding_px": 0,
-            "epochs": 1,
-            "batch_size": 1,
-            "num_workers": 0,
-            "checkpoint_every": 0,
-        }
-        for name, low in ints.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ClassifierError(f"{name}={value!r}: expected an integer >= {low}")
-        if self.iterations_per_epoch is not None and (
-            isinstance(self.iterations_per_epoch, bool)
-            or not isinstance(self.iterations_per_epoch, int)
-            or self.iterations_per_epoch < 1
-        ):
-            raise ClassifierError(
-                f"iterations_per_epoch={self.iterations_per_epoch!r}: expected >= 1 or None"
-            )
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ClassifierError(f"lr={self.lr!r}: expected a number > 0")
+        minimum = {"patch_px": 8, "padding_px": 0, "epochs": 1, "batch_size": 1}
+        check_fields(self, {**minimum, "num_workers": 0, "checkpoint_every": 0}, ClassifierError)
         if not (0 <= self.val_fraction < 1):
             raise ClassifierError(f"val_fraction={self.val_fraction!r}: expected 0 <= f < 1")
         if self.target not in TARGETS:
@@ -222,14 +202,19 @@ class PatchTargets(Dataset):
             patch = self.patches[index][0]
             if self.cache:
                 self._cache[index] = patch
+        return patch, self.target(index)
+
+    def target(self, index: int) -> int | torch.Tensor:
+        """Item ``index``'s target (no patch read): its class index, or for tags the
+        (2, n_tags) stack of the multi-hot labels and the mask."""
         if self.tags is None:
-            return patch, int(self.labels[index])
+            return int(self.labels[index])
         row = self.patches.lesions[int(self.labels[index])].row_index
         n = len(self.tags.terms)
         target, mask = torch.zeros(n), torch.ones(n)
         target[list(self.tags.relevant.get(row, ()))] = 1.0
         mask[list(self.tags.uncertain.get(row, ()))] = 0.0
-        return patch, torch.stack([target, mask])
+        return torch.stack([target, mask])
 
 
 def _patches(

@@ -85,7 +85,6 @@ class _Base(Dataset):
     def __init__(
         self,
         root: str | Path,
-        *,
         split: str | None,
         preset: Preprocessing | str,
         overrides: Mapping[str, object] | None,
@@ -95,6 +94,7 @@ class _Base(Dataset):
         seed: int,
         store: str | Path | None,
     ) -> None:
+        """The arguments of the datasets' constructors, in that order."""
         self.root = Path(root)
         #: Where slices are read from: the PNGs under ``root``, or the store ``store``
         #: (built by ``deeplesion store``; then no PNG is opened).
@@ -156,17 +156,7 @@ class KeySliceDetectionDataset(_Base):
         seed: int = 0,
         store: str | Path | None = None,
     ) -> None:
-        super().__init__(
-            root,
-            split=split,
-            preset=preset,
-            overrides=overrides,
-            lesions=lesions,
-            include_noisy=include_noisy,
-            train=train,
-            seed=seed,
-            store=store,
-        )
+        super().__init__(root, split, preset, overrides, lesions, include_noisy, train, seed, store)
         self.masks = masks
         self.cache = cache
         self._cache: dict[int, PreparedSlice] = {}
@@ -252,17 +242,7 @@ class LesionPatchDataset(_Base):
         seed: int = 0,
         store: str | Path | None = None,
     ) -> None:
-        super().__init__(
-            root,
-            split=split,
-            preset=preset,
-            overrides=overrides,
-            lesions=lesions,
-            include_noisy=include_noisy,
-            train=train,
-            seed=seed,
-            store=store,
-        )
+        super().__init__(root, split, preset, overrides, lesions, include_noisy, train, seed, store)
         if labelled_only:
             self.lesions = [l for l in self.lesions if l.coarse_type > 0]
         if tags is not None and n_tags is None:

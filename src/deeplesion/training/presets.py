@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import typing
+from dataclasses import replace
 
 from deeplesion.training.settings import (
     Augmentation,
@@ -19,30 +20,23 @@ _A3D_AUG = Augmentation(
     affine_prob=0.8, shift_frac=0.04, scale_frac=0.2, rotate_deg=15.0, hflip_prob=0.5
 )
 
+_3DCE = Preprocessing(
+    name="3dce",
+    n_slices=9,
+    interpolation="3dce",
+    offset=50.0,
+    body_crop=True,
+    target_spacing_mm=0.8,
+    max_size_px=512,
+)
+
 PREPROCESSING_PRESETS: dict[str, Preprocessing] = {
     # Native pixels, no crop, full window to 0..255, 3 slices at 2 mm.
     "native": Preprocessing(name="native"),
     # 3DCE (MICCAI 2018): 3 x M slices; M = 3 here, set n_slices to 3, 9, 15, 21 or 27.
-    "3dce": Preprocessing(
-        name="3dce",
-        n_slices=9,
-        interpolation="3dce",
-        offset=50.0,
-        body_crop=True,
-        target_spacing_mm=0.8,
-        max_size_px=512,
-    ),
+    "3dce": _3DCE,
     # MULAN (MICCAI 2019): 9 slices, 3DCE's inputs plus its training augmentation.
-    "mulan": Preprocessing(
-        name="mulan",
-        n_slices=9,
-        interpolation="3dce",
-        offset=50.0,
-        body_crop=True,
-        target_spacing_mm=0.8,
-        max_size_px=512,
-        augmentation=_MULAN_AUG,
-    ),
+    "mulan": replace(_3DCE, name="mulan", augmentation=_MULAN_AUG),
     # A3D / AlignShift: -1024..2050 HU, native 512 px, no crop; 3 or 7 slices.
     "a3d": Preprocessing(
         name="a3d", n_slices=3, window_hu=(-1024.0, 2050.0), augmentation=_A3D_AUG
