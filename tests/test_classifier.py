@@ -344,3 +344,18 @@ def test_resume_names_each_ignored_option_with_the_saved_value(sample_root, tmp_
     saved = torch.load(run / "last.pt", weights_only=True)
     assert saved["config"]["patch_px"] == 16 and saved["in_channels"] == 3
     assert len(saved["history"]) == 2
+
+
+def test_classify_keeps_an_existing_output_unless_overwrite(sample_root, tmp_path):
+    cfg = ClassifierConfig(arch="tiny", epochs=1, batch_size=8, val_fraction=0.0, **QUICK)
+    run = train_classifier(sample_root, tmp_path / "run", cfg)
+    out = tmp_path / "pred.csv"
+    out.write_text("mine\n")
+    args = ["classify", str(sample_root), "--checkpoint", str(run.best_checkpoint)]
+    args += ["--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert out.read_text() == "mine\n"
+    result = CliRunner().invoke(main, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert out.read_text().startswith("row_index,file_name,predicted_type")

@@ -24,6 +24,7 @@ from deeplesion.cli._common import (
     fail_cleanly,
     find_csv,
     need_extra,
+    overwrite_option,
     progress_bar,
     warn,
 )
@@ -37,6 +38,7 @@ from deeplesion.cli._options import (
     seed_option,
     store_option,
 )
+from deeplesion.data.io import check_new_output
 from deeplesion.training.presets import PREPROCESSING_PRESETS
 
 POSITIVE = click.IntRange(min=1)
@@ -113,25 +115,25 @@ def schedule_options(
 
 def prediction_options(*, split: str, out_help: str, batch_size: int) -> Callable:
     """``--checkpoint``, ``--split``, ``--out`` (a CSV), ``--annotations``,
-    ``--batch-size``, ``--device`` and ``--store`` of ``detect`` and ``classify``."""
+    ``--batch-size``, ``--device``, ``--store`` and ``--overwrite`` of ``detect`` and
+    ``classify``."""
     return options(
-        click.option(
-            "--checkpoint",
-            required=True,
-            type=EXISTING_FILE,
-        ),
+        click.option("--checkpoint", required=True, type=EXISTING_FILE),
         click.option("--split", type=SPLIT_OR_ALL, default=split),
         click.option("--out", required=True, type=NEW_FILE, help=out_help),
         annotations_option(),
         click.option("--batch-size", type=POSITIVE, default=batch_size),
         device_option,
         _store,
+        overwrite_option,
     )
 
 
 def predict(function: Callable, description: str, root: Path, options: Mapping[str, Any]):
     """Call ``detect`` or ``classify`` with the :func:`prediction_options`, with progress;
-    print the file written."""
+    print the file written. An existing ``--out`` is kept unless ``--overwrite``."""
+    with fail_cleanly():
+        check_new_output(options["out"], overwrite=options["overwrite"])
     need_torch()
     check_device(options["device"])
     with fail_cleanly(), progress_bar(description, lazy=True) as update:

@@ -176,12 +176,9 @@ def train_detector_cmd(
     out_help="Predictions CSV (file_name,x1,y1,x2,y2,score; 1-based DL_info pixels).",
     batch_size=2,
 )
-@overwrite_option
-def detect_cmd(root: Path, out: Path, overwrite: bool, **options) -> None:
+def detect_cmd(root: Path, **options) -> None:
     """Run a trained detector on a split's key slices and write its predictions."""
-    with fail_cleanly():
-        check_new_output(out, overwrite=overwrite)
     shared.need_torch()
     from deeplesion.training.detector import detect
 
-    shared.predict(detect, "detecting", root, {**options, "out": out})
+    shared.predict(detect, "detecting", root, options)
