@@ -11,7 +11,6 @@ from deeplesion.cli._common import (
     console,
     err_console,
     fail_cleanly,
-    find_csv,
     load_table,
     overwrite_option,
     progress_bar,
@@ -324,11 +323,12 @@ def report(
             done.append(name)
             update(len(done))
 
+        table = load_table(csv_path)
         path = write_report(
-            find_csv(csv_path),
+            table.source,
             out_dir,
             root=root,
-            table=load_table(csv_path),
+            table=table,
             fraction=fraction,
             per_type=per_type,
             seed=seed,

@@ -74,12 +74,10 @@ def masks(root: Path, out: Path, **settings) -> None:
     for record in report.failed:
         err_console.print(
             f"[yellow]failed[/yellow] row {record.row_index} {record.file_name}: "
-            f"{escape(record.status)}",
+            f"{escape(record.status)}"
         )
     ok = [r for r in report.records if r.ok]
-    chosen: dict[str, int] = {}
-    for r in ok:
-        chosen[r.method] = chosen.get(r.method, 0) + 1
+    chosen = Counter(r.method for r in ok)
     console.print(
         f"{len(ok)} of {len(report.records)} lesions masked in {out} "
         f"({report.written_folders} series written, {report.skipped_folders} already done; "

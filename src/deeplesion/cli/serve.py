@@ -71,7 +71,7 @@ def serve(
         err_console.print(
             f"[bold red]warning[/bold red]: listening on {host}: the images and annotations "
             "become reachable from the network, without any login. Use 127.0.0.1 unless "
-            "you mean it.",
+            "you mean it."
         )
     url = url_for(host, port)
     console.print(

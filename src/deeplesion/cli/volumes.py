@@ -213,7 +213,7 @@ def store(
         )
         err_console.print(
             f"[yellow]missing[/yellow] {len(missing)} series folders of the selected lesions "
-            f"are not under {root}/Images_png ({rows} lesions; e.g. {missing[0]})",
+            f"are not under {root}/Images_png ({rows} lesions; e.g. {missing[0]})"
         )
     ratio = report.size_bytes / report.png_bytes if report.png_bytes else float("nan")
     console.print(
