@@ -211,3 +211,65 @@ def test_corrupted_predictions_read_exactly_like_the_row_collector(real_val_csv,
     np.testing.assert_array_equal(got.image_index, want.image_index)
     np.testing.assert_array_equal(got.boxes_px1, want.boxes_px1)
     np.testing.assert_array_equal(got.scores, want.scores)
+
+
+# ------------------------------------------------------------------ duplicates, comma counts
+
+
+def test_duplicate_rows_are_found_like_a_pairwise_comparison(real_val_csv, tmp_path):
+    """Oracle: every pair of rows compared cell for cell (stripped), in file order."""
+    with open(real_val_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))[:60]
+    rng = np.random.default_rng(3)
+    extra = []
+    for i in rng.choice(len(rows), size=30).tolist():
+        row = dict(rows[i])
+        change = rng.integers(4)
+        if change == 1:  # the same lesion, another cell differs: not a duplicate
+            row[str(rng.choice(["Patient_age", "Coarse_lesion_type", "Possibly_noisy"]))] = "1"
+        elif change == 2:
+            row["Patient_gender"] = f" {row['Patient_gender']} "  # equal once stripped
+        extra.append(row)
+    rows += extra
+    path = tmp_path / "DL_info.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    expected = []
+    for j, row in enumerate(rows):
+        cells = [row[c].strip() for c in COLUMNS]
+        first = next(i for i in range(j + 1) if [rows[i][c].strip() for c in COLUMNS] == cells)
+        if first < j:
+            expected.append((j + 2, f"duplicate of line {first + 2}"))
+    found = [(p.line, p.message) for p in load_lesions(path).problems if "duplicate" in p.message]
+    assert len(expected) > 10 and found == expected
+
+
+def test_comma_counts_match_str_count():
+    from deeplesion.data.parse import _comma_counts
+
+    rng = np.random.default_rng(5)
+    alphabet = list("0123456789., -é") + [","] * 4
+    cells = ["".join(rng.choice(alphabet, size=rng.integers(0, 12))) for _ in range(500)]
+    for sample in (cells, [], [""], ["a\nb,c", ",d"], [",", ",,"]):
+        assert _comma_counts(sample).tolist() == [c.count(",") for c in sample]
+
+
+def test_gc_paused_restores_the_collector_state():
+    import gc
+
+    from deeplesion.data.table import gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(KeyError), gc_paused():
+        assert not gc.isenabled()
+        raise KeyError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a collector the caller turned off stays off
+    finally:
+        gc.enable()

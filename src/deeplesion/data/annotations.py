@@ -31,7 +31,7 @@ from deeplesion.data.lesion import (
     type_code,
 )
 from deeplesion.data.parse import COLUMNS, parse_columns, parse_row
-from deeplesion.data.table import CsvTable, read_table
+from deeplesion.data.table import CsvTable, gc_paused, read_table
 from deeplesion.errors import AnnotationError, NotFoundError
 
 __all__ = [
@@ -184,7 +184,8 @@ def read_dl_info(path: str | Path) -> tuple[int, list[Lesion], list[Problem]]:
     a row longer than the header is a fatal problem (and left out).
     """
     table = read_table(path, COLUMNS, numbers=_NUMBER_COLUMNS, error=AnnotationError)
-    parsed = parse_columns(table)
+    with gc_paused():
+        parsed = parse_columns(table)
     lesions, fast = parsed.lesions, parsed.fast
     problems = [Problem.from_error(e) for e in parsed.errors]
     if fast.all():
@@ -206,8 +207,11 @@ def read_dl_info(path: str | Path) -> tuple[int, list[Lesion], list[Problem]]:
 
 
 def _duplicates(table: CsvTable) -> list[Problem]:
-    """A warning for each row that repeats an earlier row cell for cell."""
-    frame = pd.DataFrame({c: table.text(c) for c in COLUMNS})
+    """A warning for each row that repeats an earlier row cell for cell.
+
+    Candidates are the rows whose file name and RECIST coordinates recur (a row equal cell
+    for cell is among them); each is then compared cell for cell as written."""
+    frame = pd.DataFrame({c: table.columns[c] for c in _DUPLICATE_KEY})
     candidates = np.flatnonzero(frame.duplicated(keep=False).to_numpy())
     seen: dict[tuple, int] = {}
     out = []
@@ -217,6 +221,8 @@ def _duplicates(table: CsvTable) -> list[Problem]:
             out.append(problem)
     return out
 
+
+_DUPLICATE_KEY = ("File_name", "Measurement_coordinates")
 
 #: Columns read as numbers by the table reader (the rest stay text).
 _NUMBER_COLUMNS = (

@@ -21,7 +21,9 @@ that fail, so the rows it accepts and the messages it gives are those of its per
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import io
 import re
 from collections.abc import Iterator, Sequence
@@ -128,6 +130,19 @@ class CsvTable:
 
 def _number_text(value: float) -> str:
     return "" if value != value else repr(value)  # NaN: an empty cell
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while a table becomes records: tens of thousands
+    of new tuples and records (none in a cycle) would set off full collections."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def read_table(
