@@ -10,9 +10,9 @@ from rich.markup import escape
 from deeplesion.cli._common import warn
 
 
-def check_tag_join(csv_path: Path, override: bool) -> bool:
+def check_tag_join(csv_path: Path, override: bool, *, quiet: bool = False) -> bool:
     """Whether ``csv_path`` is the official DL_info.csv; refuse another file unless
-    ``override`` (then warn that tags go by row index)."""
+    ``override`` (then warn, unless ``quiet``, that tags go by row index)."""
     from deeplesion.data.tags import check_official
     from deeplesion.errors import FingerprintError
 
@@ -20,7 +20,7 @@ def check_tag_join(csv_path: Path, override: bool) -> bool:
         official = check_official(csv_path, override_fingerprint=override)
     except FingerprintError as exc:
         raise click.ClickException(f"{exc} Option: --override-fingerprint.") from None
-    if not official:
+    if not official and not quiet:
         warn(
             f"{escape(str(csv_path))} is not the official DL_info.csv; tags joined by row "
             "index at your request"

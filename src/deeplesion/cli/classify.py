@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from deeplesion.cli import _training as shared
-from deeplesion.cli._common import console, fail_cleanly, find_csv, warn
+from deeplesion.cli._common import console, fail_cleanly, find_csv
 from deeplesion.cli._options import choice_option, lesanet_options, root_argument
+from deeplesion.cli._tags import check_tag_join
 
 #: click parameter name -> ClassifierConfig field.
 _FIELD_OF = {
@@ -37,15 +38,15 @@ _FIELD_OF = {
 
 
 def _tag_targets(csv_path: Path, lesanet: Path | None, override: bool):
-    from deeplesion.data.tags import check_official, lesanet_dir, load_text_mined
+    from deeplesion.data.tags import lesanet_dir, load_text_mined
+    from deeplesion.errors import MissingDataError
     from deeplesion.training.classifier import TagTargets
 
-    official = check_official(csv_path, override_fingerprint=override)
-    if not official:
-        warn(
-            f"{csv_path} is not the official DL_info.csv; tags joined by row index at your request"
-        )
-    folder = lesanet_dir(lesanet)
+    check_tag_join(csv_path, override, quiet=not shared.main_process())
+    try:
+        folder = lesanet_dir(lesanet)
+    except MissingDataError as exc:
+        raise click.ClickException(f"{exc} Option: --lesanet DIR.") from None
     return TagTargets.from_lesanet(load_text_mined(folder / "text_mined_labels_171_and_split.json"))
 
 
