@@ -280,6 +280,11 @@ def test_cli_tag_classifier_end_to_end(real_data, sample_root, tmp_path):
     args += ["--lesanet", str(folder), "--arch", "tiny", "--epochs", "1", "--patch-px", "16"]
     refused = runner.invoke(main, args)
     assert refused.exit_code == 1 and "not the official DL_info.csv" in refused.output
+    assert "Option: --override-fingerprint." in refused.output  # as lesions/similar say
+    (tmp_path / "empty").mkdir()
+    no_folder = [*args[:-8], "--lesanet", str(tmp_path / "empty"), *args[-6:]]
+    missing = runner.invoke(main, [*no_folder, "--override-fingerprint"])
+    assert missing.exit_code == 1 and "Option: --lesanet DIR." in missing.output, missing.output
     result = runner.invoke(main, [*args, "--override-fingerprint"])
     assert result.exit_code == 0, result.output
     assert "LesaNet's split" in result.output
@@ -359,3 +364,19 @@ def test_classify_keeps_an_existing_output_unless_overwrite(sample_root, tmp_pat
     result = CliRunner().invoke(main, [*args, "--overwrite"])
     assert result.exit_code == 0, result.output
     assert out.read_text().startswith("row_index,file_name,predicted_type")
+
+
+@pytest.mark.parametrize("call", ["train", "classify"])
+def test_a_bad_device_is_a_classifier_error(sample_root, tmp_path, call):
+    from deeplesion.training.classifier import (
+        ClassifierConfig,
+        ClassifierError,
+        classify,
+        train_classifier,
+    )
+
+    with pytest.raises(ClassifierError, match="invalid device"):
+        if call == "train":
+            train_classifier(sample_root, tmp_path / "run", ClassifierConfig(device="gpu0"))
+        else:
+            classify(sample_root, tmp_path / "c.pt", tmp_path / "p.csv", device="gpu0")

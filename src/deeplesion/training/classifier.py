@@ -319,7 +319,7 @@ def classify(
     (``store``: read the slices from a training store)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ClassifierError(f"batch_size={batch_size!r}: expected an integer >= 1")
-    check_device(device)
+    check_device(device, ClassifierError)
     model, ckpt = load_classifier(checkpoint)
     model.to(device)
     config = ClassifierConfig.from_json(ckpt["config"])

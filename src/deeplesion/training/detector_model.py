@@ -27,31 +27,29 @@ class DetectorError(DeepLesionError, ValueError):
     """A detector configuration or checkpoint that cannot be used."""
 
 
-def check_device(device: str) -> torch.device:
-    """``device`` as a torch device, or :class:`DetectorError` when it is not a device
-    string or names hardware this machine does not have (checked before any work)."""
+def check_device(device: str, error: type[Exception] = DetectorError) -> torch.device:
+    """``device`` as a torch device, or ``error`` (:class:`DetectorError`) when it is not a
+    device string or names hardware this machine does not have (checked before any work)."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise DetectorError(
-            f"invalid device {device!r}: expected cpu, cuda, cuda:N or mps"
-        ) from None
+        raise error(f"invalid device {device!r}: expected cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise DetectorError(
+            raise error(
                 f"device {device!r}: CUDA is not available on this machine "
                 "(no GPU found or PyTorch built without CUDA); use --device "
                 "cpu"
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DetectorError(
+            raise error(
                 f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
     elif dev.type == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise DetectorError(f"device {device!r}: MPS is not available on this machine")
+            raise error(f"device {device!r}: MPS is not available on this machine")
     elif dev.type != "cpu":
-        raise DetectorError(f"device {device!r}: only cpu, cuda and mps are supported")
+        raise error(f"device {device!r}: only cpu, cuda and mps are supported")
     return dev
 
 

@@ -83,7 +83,7 @@ class RunKind:
     config: Any  #: the config class
     error: type[Exception]
     keys: tuple[str, ...]  #: every checkpoint of this kind holds them
-    check_device: Callable[[str], object]
+    check_device: Callable[[str, type[Exception]], object]
 
     def load(self, path: Path) -> dict:
         """The checkpoint at ``path``, or ``error`` saying why it is not one."""
@@ -135,7 +135,7 @@ class RunKind:
             config = saved
         config = config or self.config()
         config.check()
-        self.check_device(config.device)
+        self.check_device(config.device, self.error)
         try:
             get_preset(config.preset, **dict(config.overrides))
         except PreprocessError as exc:
