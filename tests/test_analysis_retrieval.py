@@ -115,3 +115,22 @@ def test_parse_weights():
         parse_weights(["colour=1"])
     with pytest.raises(InvalidArgumentError, match="expected BLOCK=NUMBER"):
         parse_weights(["size=big"])
+
+
+def test_cli_lesions_keeps_an_existing_out_unless_overwrite(sample_root, real_data, tmp_path):
+    lesanet = real_data / "rsummers11__CADLab" / "LesaNet" / "program_data"
+    args = ["lesions", str(sample_root / "DL_info.csv"), "--tag", "liver"]
+    args += ["--lesanet", str(lesanet), "--override-fingerprint", "--out"]
+    out = tmp_path / "found.csv"
+    out.write_text("mine\n")
+    refused = CliRunner().invoke(main, [*args, str(out)])
+    assert refused.exit_code == 1 and "--overwrite" in refused.output
+    assert out.read_text() == "mine\n"
+    replaced = CliRunner().invoke(main, [*args, str(out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert out.read_text().startswith("File_name,")
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    failed = CliRunner().invoke(main, [*args, str(blocked / "found.csv")])
+    assert failed.exit_code == 1 and isinstance(failed.exception, SystemExit)
+    assert "Traceback" not in failed.output and str(blocked) in failed.output

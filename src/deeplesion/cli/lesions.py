@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from deeplesion.cli._common import console, fail_cleanly, find_csv, print_table
+from deeplesion.cli._common import (
+    console,
+    fail_cleanly,
+    find_csv,
+    overwrite_option,
+    print_table,
+)
 from deeplesion.cli._options import NEW_FILE, csv_argument, lesanet_options, out_option
 from deeplesion.cli._tags import load_tagged
 
@@ -24,6 +30,7 @@ from deeplesion.cli._tags import load_tagged
 @click.option("--uncertain", is_flag=True, help="Also count uncertain labels.")
 @click.option("--limit", type=int, default=50, help="Rows to print.")
 @out_option("out_csv", NEW_FILE, "Write the matching rows (DL_info format) here.")
+@overwrite_option
 @lesanet_options()
 def lesions(
     csv_path: Path,
@@ -31,14 +38,18 @@ def lesions(
     uncertain: bool,
     limit: int,
     out_csv: Path | None,
+    overwrite: bool,
     lesanet: Path | None,
     override_fingerprint: bool,
 ) -> None:
     """List lesions of the official DL_info.csv carrying LesaNet tags."""
     from deeplesion.data.annotations import write_dl_info
+    from deeplesion.data.io import check_new_output
     from deeplesion.data.tags import tag_label, tags_for_lesion
 
     with fail_cleanly():
+        if out_csv is not None:
+            check_new_output(out_csv, overwrite=overwrite)
         csv_path = find_csv(csv_path)
         tagged, lesa = load_tagged(csv_path, lesanet, override_fingerprint)
         queries = [lesa.expand(t) for t in tags]
@@ -61,5 +72,6 @@ def lesions(
     if len(found) > limit:
         console.print(f"... {len(found) - limit} more (use --limit or --out)")
     if out_csv is not None:
-        write_dl_info(found, out_csv)
+        with fail_cleanly():
+            write_dl_info(found, out_csv)
         console.print(f"wrote {out_csv}")
