@@ -39,7 +39,6 @@ from deeplesion.convert.jobs import (
     RunResult,
     RunsReport,
     RunTask,
-    SliceFailure,
     by_folder,
     check_parallel,
     convert_run,
@@ -54,12 +53,10 @@ from deeplesion.convert.jobs import (
 from deeplesion.data.io import LOCK_NAME, atomic_path, output_lock, write_bytes_atomic
 from deeplesion.data.slices import png_to_hu
 from deeplesion.data.volumes import SubVolume, VolumeIndex, index_volumes
-from deeplesion.errors import DeepLesionError, ImageReadError
+from deeplesion.errors import DeepLesionError
 
 LAYOUTS = ("project", "official")
 BACKENDS = ("auto", "zlib", "isal")
-MANIFEST = "manifest.csv"
-PROBLEMS = "problems.csv"
 MANIFEST_COLUMNS = (
     "file",
     "folder",
@@ -242,16 +239,11 @@ def write_volume(
 ) -> VolumeRecord:
     """Convert one sub-volume to ``path`` (atomically), streaming slice by slice.
 
-    Raises :class:`ImageReadError` naming the first slice that cannot be decoded (or
-    whose size differs from the first slice's); nothing is left at ``path`` then.
+    Raises :class:`SliceFailure` (an :class:`ImageReadError`) naming the first slice that
+    cannot be decoded (or whose size differs from the first slice's); nothing is left at
+    ``path`` then.
     """
-    try:
-        return _write(root, sub, Path(path), layout, compression)
-    except SliceFailure as exc:
-        raise ImageReadError(exc.reason) from None
-
-
-def _write(root, sub: SubVolume, path: Path, layout: str, compression: Compression) -> VolumeRecord:
+    path = Path(path)
     if sub.spacing_mm is None:
         raise NiftiExportError(f"{sub.name}: spacing unknown (no DL_info row); give one explicitly")
     digest = hashlib.sha256()
@@ -351,7 +343,9 @@ def run_task(task: ExportTask) -> RunResult[VolumeRecord]:
         record = check_volume(path, sub, task.layout, known.get(path.name))
         if record is not None:
             return record, False
-        return _write(task.root, sub, path, task.layout, task.compression), True
+        return write_volume(
+            task.root, sub, path, layout=task.layout, compression=task.compression
+        ), True
 
     return convert_run(task.subvolume, convert)
 

@@ -94,7 +94,8 @@ class _Base(Dataset):
         seed: int,
         store: str | Path | None,
     ) -> None:
-        """The arguments of the datasets' constructors, in that order."""
+        """What both datasets share (the rows, their preprocessing, where slices are read),
+        given in the order of the datasets' own keyword arguments."""
         self.root = Path(root)
         #: Where slices are read from: the PNGs under ``root``, or the store ``store``
         #: (built by ``deeplesion store``; then no PNG is opened).
