@@ -223,15 +223,15 @@ def test_killed_run_restarts_to_identical_output(mini_root, reference, tmp_path)
     out = tmp_path / "out"
     script = textwrap.dedent(f"""
         import os, signal
-        import deeplesion.convert.jobs as jobs
+        import deeplesion.data.slices as slices
         import deeplesion.convert.nifti as nifti
-        real, calls = jobs.read_png_raw, [0]
+        real, calls = slices.read_png_raw, [0]
         def dying(path):
             calls[0] += 1
             if calls[0] == 20:  # in the middle of the second volume
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(path)
-        jobs.read_png_raw = dying
+        slices.read_png_raw = dying
         nifti.export_nifti({str(mini_root)!r}, {str(out)!r})
     """)
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}

@@ -281,15 +281,15 @@ def test_killed_build_restarts_to_identical_bytes(sample_root, sample_store, tmp
     out = tmp_path / "out"
     script = textwrap.dedent(f"""
         import os, signal
-        import deeplesion.convert.jobs as jobs
+        import deeplesion.data.slices as slices
         import deeplesion.convert.store as store
-        real, calls = jobs.read_png_raw, [0]
+        real, calls = slices.read_png_raw, [0]
         def dying(path):
             calls[0] += 1
             if calls[0] == 60:
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(path)
-        jobs.read_png_raw = dying
+        slices.read_png_raw = dying
         store.build_store({str(sample_root)!r}, {str(out)!r})
     """)
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}

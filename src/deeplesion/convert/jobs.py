@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import re
 import shutil
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-import numpy as np
-
 from deeplesion.data.io import write_bytes_atomic
-from deeplesion.data.slices import read_png_raw
+from deeplesion.data.slices import SliceFailure
 from deeplesion.data.volumes import SubVolume, VolumeProblem
-from deeplesion.errors import DeepLesionError, ImageReadError
+from deeplesion.errors import DeepLesionError
 
 T = TypeVar("T")
 
@@ -165,58 +162,6 @@ def _run_pool(fn, tasks, workers: int, on_result) -> None:
             on_result(future.result())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def prefetch(pool: ThreadPoolExecutor, fn, items) -> Iterator[Future]:
-    """``pool.submit(fn, item)`` for each item, one item ahead of the consumer."""
-    items = iter(items)
-    pending = [pool.submit(fn, item) for item in itertools.islice(items, 1)]
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        yield pending.pop(0)
-    yield from pending
-
-
-class SliceFailure(ImageReadError):
-    """A slice of a run that cannot be used, with its number; :func:`convert_run` reports
-    it and converts the pieces on either side."""
-
-    def __init__(self, slice_number: int, reason: str) -> None:
-        super().__init__(reason)
-        self.slice_number, self.reason = slice_number, reason
-
-
-def decoded_slices(
-    root: str | Path, sub: SubVolume, image_size: tuple[int, int] | None = None
-) -> Iterator[tuple[int, np.ndarray]]:
-    """(slice number, raw uint16 rows x cols) of each slice of ``sub``, the next one
-    decoded in a thread meanwhile. Raises :class:`SliceFailure` at the first slice that
-    cannot be decoded, or whose size differs from ``image_size`` (DL_info's rows, cols;
-    when given) or from the run's first slice."""
-    paths = sub.slice_paths(root)
-    shape: tuple[int, ...] | None = None
-    with ThreadPoolExecutor(max_workers=1) as decoder:
-        for n, png, future in zip(sub.slice_numbers, paths, prefetch(decoder, read_png_raw, paths)):
-            try:
-                raw = future.result()
-            except ImageReadError as exc:
-                raise SliceFailure(n, str(exc)) from exc
-            if image_size is not None and raw.shape != tuple(image_size):
-                rows, cols = image_size
-                raise SliceFailure(
-                    n,
-                    f"{png}: image is {raw.shape[0]}x{raw.shape[1]} (rows x cols), "
-                    f"DL_info says {rows}x{cols}; not used",
-                )
-            if shape is None:
-                shape = raw.shape
-            elif raw.shape != shape:
-                raise SliceFailure(
-                    n,
-                    f"{png}: size {raw.shape[0]}x{raw.shape[1]} differs from "
-                    f"{shape[0]}x{shape[1]} of the run's first slice",
-                )
-            yield n, raw
 
 
 @dataclass(frozen=True)

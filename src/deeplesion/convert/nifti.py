@@ -43,7 +43,6 @@ from deeplesion.convert.jobs import (
     check_parallel,
     convert_run,
     csv_bytes,
-    decoded_slices,
     in_shard,
     remove_stale_temps,
     run_runs,
@@ -51,7 +50,7 @@ from deeplesion.convert.jobs import (
     write_problems,
 )
 from deeplesion.data.io import LOCK_NAME, atomic_path, output_lock, write_bytes_atomic
-from deeplesion.data.slices import png_to_hu
+from deeplesion.data.slices import decoded_slices, png_to_hu
 from deeplesion.data.volumes import SubVolume, VolumeIndex, index_volumes
 from deeplesion.errors import DeepLesionError
 
@@ -262,7 +261,7 @@ def write_volume(
         buf = None
         # The next slice is decoded in a thread while this one is compressed (both
         # release the GIL), so one worker keeps decoding and deflating overlapped.
-        for _, raw in decoded_slices(root, sub, sub.image_size):
+        for _, raw in decoded_slices(sub.slice_numbers, sub.slice_paths(root), sub.image_size):
             if buf is None:
                 buf = np.empty(raw.shape, dtype="<i2")
                 rows, cols = raw.shape

@@ -19,11 +19,10 @@ from deeplesion.convert.jobs import (
     RunResult,
     RunTask,
     convert_run,
-    decoded_slices,
     remove_stale_temps,
 )
 from deeplesion.data.io import atomic_path
-from deeplesion.data.slices import read_png_raw
+from deeplesion.data.slices import decoded_slices, read_png_raw
 from deeplesion.data.store import HU_XOR, StoreEntry, body_box
 from deeplesion.data.volumes import SubVolume
 from deeplesion.errors import ImageReadError
@@ -67,7 +66,7 @@ def _write_run(task: StoreTask, sub: SubVolume, path: Path) -> tuple[StoreEntry,
     shape: tuple[int, int] | None = None
     target = _npy_target if task.fmt == "npy" else _zarr_target
     with target(path, sub.n_slices) as put:
-        for k, (_, raw) in enumerate(decoded_slices(task.root, sub)):
+        for k, (_, raw) in enumerate(decoded_slices(sub.slice_numbers, sub.slice_paths(task.root))):
             shape = raw.shape
             put(k, (raw ^ HU_XOR).view(np.int16))
             boxes.append(body_box(raw, task.threshold_png, task.opening_px))

@@ -6,8 +6,11 @@ Arrays are indexed ``[row, col]`` = ``[y - 1, x - 1]`` for DL_info pixel (x, y).
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 import zlib
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,3 +193,56 @@ def _decode_opencv(data: bytes) -> np.ndarray | None:
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 2:
         return None
     return arr
+
+
+def prefetch(pool: ThreadPoolExecutor, fn, items) -> Iterator[Future]:
+    """``pool.submit(fn, item)`` for each item, one item ahead of the consumer."""
+    items = iter(items)
+    pending = [pool.submit(fn, item) for item in itertools.islice(items, 1)]
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        yield pending.pop(0)
+    yield from pending
+
+
+class SliceFailure(ImageReadError):
+    """A slice of a run that cannot be used, with its number (the NIfTI export and the
+    store report it and convert the pieces on either side)."""
+
+    def __init__(self, slice_number: int, reason: str) -> None:
+        super().__init__(reason)
+        self.slice_number, self.reason = slice_number, reason
+
+
+def decoded_slices(
+    slice_numbers: Sequence[int],
+    paths: Sequence[Path],
+    image_size: tuple[int, int] | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(slice number, raw uint16 rows x cols) of each slice of a run, the next one decoded
+    in a thread meanwhile. Raises :class:`SliceFailure` at the first slice that cannot be
+    decoded, or whose size differs from ``image_size`` (DL_info's rows, cols; when given)
+    or from the run's first slice."""
+    shape: tuple[int, ...] | None = None
+    with ThreadPoolExecutor(max_workers=1) as decoder:
+        for n, png, future in zip(slice_numbers, paths, prefetch(decoder, read_png_raw, paths)):
+            try:
+                raw = future.result()
+            except ImageReadError as exc:
+                raise SliceFailure(n, str(exc)) from exc
+            if image_size is not None and raw.shape != tuple(image_size):
+                rows, cols = image_size
+                raise SliceFailure(
+                    n,
+                    f"{png}: image is {raw.shape[0]}x{raw.shape[1]} (rows x cols), "
+                    f"DL_info says {rows}x{cols}; not used",
+                )
+            if shape is None:
+                shape = raw.shape
+            elif raw.shape != shape:
+                raise SliceFailure(
+                    n,
+                    f"{png}: size {raw.shape[0]}x{raw.shape[1]} differs from "
+                    f"{shape[0]}x{shape[1]} of the run's first slice",
+                )
+            yield n, raw

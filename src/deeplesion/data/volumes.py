@@ -20,7 +20,7 @@ import numpy as np
 from deeplesion.data.annotations import Lesion, load_lesions
 from deeplesion.data.context import context_offsets_mm, plan_context
 from deeplesion.data.paths import IMAGES_DIR, parse_folder, slice_path
-from deeplesion.data.slices import png_to_hu, read_png_raw
+from deeplesion.data.slices import decoded_slices, png_to_hu, read_png_raw
 from deeplesion.errors import DeepLesionError, ImageReadError
 
 _SLICE_FILE = re.compile(r"^(\d{3,})\.png$")
@@ -363,20 +363,14 @@ class Volume:
 def load_subvolume(root: str | Path, subvolume: SubVolume) -> Volume:
     """Read a sub-volume's slices into one int16 HU :class:`Volume`.
 
-    Raises :class:`ImageReadError` for an unreadable slice or one whose size differs from
-    the first slice's.
+    Raises :class:`~deeplesion.data.slices.SliceFailure` (an :class:`ImageReadError`) for
+    an unreadable slice or one whose size differs from the first slice's.
     """
     paths = subvolume.slice_paths(root)
     buf: np.ndarray | None = None
-    for k, path in enumerate(paths):
-        raw = read_png_raw(path)
+    for k, (_, raw) in enumerate(decoded_slices(subvolume.slice_numbers, paths)):
         if buf is None:
             buf = np.empty((len(paths),) + raw.shape, dtype=np.int16)
-        elif raw.shape != buf.shape[1:]:
-            raise ImageReadError(
-                f"{path}: size {raw.shape[0]}x{raw.shape[1]} differs from "
-                f"{buf.shape[1]}x{buf.shape[2]} of the run's first slice"
-            )
         png_to_hu(raw, out=buf[k])
     assert buf is not None  # a SubVolume holds at least one slice
     return Volume(subvolume, buf.transpose(2, 1, 0))
